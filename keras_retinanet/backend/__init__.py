@@ -1,0 +1,1 @@
+"""Tensor helpers used by the layers: box decoding and anchor shifting in TF ops."""

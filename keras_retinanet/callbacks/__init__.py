@@ -1,0 +1,1 @@
+"""Training callbacks: Evaluate (mAP per epoch) and CocoEval."""

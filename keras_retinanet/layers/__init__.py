@@ -1,0 +1,1 @@
+"""Custom Keras layers: Anchors, UpsampleLike, RegressBoxes, ClipBoxes, FilterDetections."""

@@ -1,0 +1,1 @@
+"""Backbones and model builders: backbone(name), load_model, convert_model."""

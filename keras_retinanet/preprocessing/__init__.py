@@ -1,0 +1,1 @@
+"""Dataset generators (CSV, COCO, Pascal VOC) and the tf.data input pipeline."""

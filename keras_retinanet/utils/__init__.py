@@ -1,0 +1,1 @@
+"""NumPy / OpenCV utilities: anchors, overlaps, images, transforms, evaluation, drawing."""

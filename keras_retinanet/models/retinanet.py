@@ -322,4 +322,5 @@ def retinanet_bbox(
         name="filtered_detections",
         **filter_options,
     )([boxes, classification] + other)
-    return keras.Model(inputs=model.inputs, outputs=detections, name=name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs=inputs, outputs=detections, name=name)

@@ -180,3 +180,26 @@ def test_load_model_reports_missing_file_and_bad_backbone(tmp_path):
         models.load_model(str(tmp_path / "missing.keras"))
     with pytest.raises(ValueError, match="unknown backbone 'resnet9'"):
         models.load_model(str(tmp_path / "missing.keras"), backbone_name="resnet9")
+
+
+def test_mixed_precision_outputs_stay_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.backbone("mobilenet128_0.25").retinanet(NUM_CLASSES)
+        inference = models.convert_model(model, score_threshold=0.0, max_detections=5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv_pw_13").compute_dtype == "float16"
+    image = _image(shape=(128, 128))
+    regression, classification = model(image)
+    assert regression.dtype == "float32" and classification.dtype == "float32"
+    boxes, scores, labels = inference(image)
+    assert (boxes.dtype, scores.dtype, labels.dtype) == ("float32", "float32", "int32")
+    assert float(scores[0, 0]) == pytest.approx(float(np.max(classification)), rel=1e-6)
+    model.compile(optimizer="sgd", loss={"regression": losses.smooth_l1(), "classification": losses.focal()})
+    targets = {
+        "regression": np.zeros((1, regression.shape[1], 5), np.float32),
+        "classification": np.zeros((1, regression.shape[1], NUM_CLASSES + 1), np.float32),
+    }
+    loss = model.train_on_batch(image, targets)
+    assert np.isfinite(loss).all()

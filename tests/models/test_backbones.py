@@ -107,12 +107,16 @@ def test_imagenet_hashes_match_keras_applications():
 
 @pytest.fixture(scope="module")
 def mobilenet_weights_file(tmp_path_factory):
-    """Random weights of the bare MobileNet 0.25, saved as keras.applications would load them."""
+    """Random weights of the bare MobileNet 0.25 in the legacy HDF5 layout of the ImageNet files."""
+    h5py = pytest.importorskip("h5py")
+    from keras.src.legacy.saving import legacy_h5_format
+
     bare = keras.applications.MobileNet(
         input_shape=(None, None, 3), alpha=0.25, include_top=False, weights=None
     )
-    path = str(tmp_path_factory.mktemp("weights") / "mobilenet_0.25.weights.h5")
-    bare.save_weights(path)
+    path = str(tmp_path_factory.mktemp("weights") / "mobilenet_2_5_128_tf_no_top.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, bare)
     return path, bare.get_layer("conv_pw_13").get_weights()[0]
 
 
@@ -131,6 +135,15 @@ def test_imagenet_weights_go_through_download_imagenet(monkeypatch, mobilenet_we
     model = models.backbone("mobilenet224_0.25").retinanet(2, weights="imagenet")
     assert requested == ["mobilenet224_0.25"]
     np.testing.assert_array_equal(model.get_layer("conv_pw_13").get_weights()[0], kernel)
+
+
+def test_fizyr_style_by_name_loading_into_the_full_model(small_model, mobilenet_weights_file):
+    """fizyr's train.py loads download_imagenet() into the whole model by layer name."""
+    path, kernel = mobilenet_weights_file
+    head_kernel = small_model.get_layer("P3").get_weights()[0].copy()
+    small_model.load_weights(path, by_name=True, skip_mismatch=True)
+    np.testing.assert_array_equal(small_model.get_layer("conv_pw_13").get_weights()[0], kernel)
+    np.testing.assert_array_equal(small_model.get_layer("P3").get_weights()[0], head_kernel)
 
 
 def test_missing_weights_file_is_reported():

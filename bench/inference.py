@@ -13,7 +13,10 @@ graph) through ``model.predict_on_batch`` -- the production path -- and, with
 
 - ``predict``: ``model.predict_on_batch`` (Keras' tf.function with reduce_retracing);
 - ``function``: ``tf.function`` with a fixed input signature (B, H, W, 3) of any size;
-- ``xla``: ``tf.function(jit_compile=True)``, compiled for each input shape.
+- ``xla``: ``tf.function(jit_compile=True)``, compiled for each input shape;
+- ``folded``: ``predict_on_batch`` of ``utils.model.fold_batch_normalization(model)``
+  (batch normalisation folded into the convolutions);
+- ``folded-xla``: both.
 
 Usage::
 
@@ -33,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_TORCH_PYTHON = "/work/venv-torch/bin/python"
 NUM_THREADS = 2
-MODES = ("predict", "function", "xla")
+MODES = ("predict", "function", "xla", "folded", "folded-xla")
 
 
 def _peak_rss_mb():
@@ -64,17 +67,21 @@ def worker_ours(args):
     tf.config.threading.set_inter_op_parallelism_threads(NUM_THREADS)
     from keras_retinanet import models
 
+    from keras_retinanet.utils.model import fold_batch_normalization
+
     backbone = models.backbone("resnet50")
     model = models.convert_model(backbone.retinanet(num_classes=args.classes))
+    if args.mode.startswith("folded"):
+        model = fold_batch_normalization(model)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(args.height, args.width, 3), dtype=np.uint8)
 
-    if args.mode == "predict":
+    if args.mode in ("predict", "folded"):
         predict = model.predict_on_batch
     elif args.mode == "function":
         spec = tf.TensorSpec((None, None, None, 3), tf.float32)
         predict = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    elif args.mode == "xla":
+    elif args.mode in ("xla", "folded-xla"):
         predict = tf.function(lambda x: model(x, training=False), jit_compile=True)
     else:
         raise ValueError(f"unknown mode {args.mode!r}; expected one of {MODES}")

@@ -17,7 +17,7 @@ graph); ``--modes`` picks how it is executed:
 - ``function``: ``tf.function`` with a fixed input signature (B, H, W, 3) of any size;
 - ``xla``: ``tf.function(jit_compile=True)``, compiled for each input shape;
 - ``folded``: ``predict_on_batch`` of ``convert_model(..., fold_batch_norm=True)``
-  (batch normalisation folded into the convolutions) -- the production path of the tools;
+  (batch normalisation folded into the convolutions), the recommended path for prediction;
 - ``folded-xla``: both.
 
 Usage::

@@ -8,8 +8,13 @@ is pruned before any IoU is computed: the boxes are cut into blocks of ``BLOCK_S
 consecutive rows, and a (block, query box) pair is kept only when the block's extent and
 areas allow an IoU above the threshold. Anchors from ``anchors_for_shape`` are laid out
 row by row, so consecutive anchors are spatial neighbours and most blocks drop out;
-for any other order the result is the same, only less work is saved.
+for any other order the result is the same, only less work is saved. The blocks of a
+read-only array that owns its data (the generators' cached anchors) are computed once
+and reused: such arrays are taken to be immutable.
 """
+import threading
+import weakref
+
 import numpy as np
 
 # Rows of `boxes` tested together against a query box before any IoU is computed.
@@ -20,9 +25,10 @@ _PRUNE_SLACK = 1e-6
 
 def _as_boxes(boxes, name):
     boxes = np.asarray(boxes)
-    if boxes.size % 4:
-        raise ValueError(f"{name} must have shape (N, 4), got {boxes.shape}")
-    boxes = boxes.reshape(-1, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        if boxes.size % 4:
+            raise ValueError(f"{name} must have shape (N, 4), got {boxes.shape}")
+        boxes = boxes.reshape(-1, 4)
     if not np.issubdtype(boxes.dtype, np.floating):
         boxes = boxes.astype(np.float64)
     return boxes
@@ -52,6 +58,31 @@ def _blocks(boxes):
     hi = np.column_stack([np.maximum.reduceat(v, starts) for v in (x2, y2, areas)])
     planes = planes.reshape(4, num_blocks, BLOCK_SIZE)
     return planes, lo.astype(np.float64, copy=False), hi.astype(np.float64, copy=False)
+
+
+# Blocks of read-only arrays that own their data (e.g. a generator's cached anchors), by id.
+_BLOCK_CACHE = {}
+_BLOCK_CACHE_LOCK = threading.Lock()
+
+
+def _cached_blocks(boxes):
+    """``_blocks(boxes)``, reused across calls for a read-only array that owns its data."""
+    if boxes.flags.writeable or boxes.base is not None:
+        return _blocks(boxes)
+    key = id(boxes)
+    with _BLOCK_CACHE_LOCK:
+        entry = _BLOCK_CACHE.get(key)
+    if entry is not None and entry[0]() is boxes:
+        return entry[1]
+    result = _blocks(boxes)
+
+    def forget(_, key=key):
+        with _BLOCK_CACHE_LOCK:
+            _BLOCK_CACHE.pop(key, None)
+
+    with _BLOCK_CACHE_LOCK:
+        _BLOCK_CACHE[key] = (weakref.ref(boxes, forget), result)
+    return result
 
 
 def _iou(a, b):
@@ -88,7 +119,7 @@ def overlapping_pairs(boxes, query_boxes, min_overlap=0.0):
     if len(boxes) == 0 or len(query) == 0:
         return empty
 
-    planes, lo, hi = _blocks(boxes)
+    planes, lo, hi = _cached_blocks(boxes)
     q_width = query[:, 2] - query[:, 0]
     q_height = query[:, 3] - query[:, 1]
     q_area = q_width * q_height

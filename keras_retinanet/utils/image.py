@@ -203,7 +203,8 @@ def apply_transform(matrix, image, params):
         dsize=(image.shape[1], image.shape[0]),
         flags=params.cvInterpolation(),
         borderMode=params.cvBorderMode(),
-        borderValue=params.cval,
+        # a scalar fills every channel (OpenCV would fill only the first)
+        borderValue=(params.cval,) * 4 if np.isscalar(params.cval) else params.cval,
     )
 
 

@@ -316,4 +316,8 @@ def build_dataset(
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(generator)))
     if prefetch is not None:
         dataset = dataset.prefetch(prefetch)
-    return dataset
+    options = tf.data.Options()
+    # One thread per op: parallelism comes from the parallel maps; multi-threaded ops here
+    # would only spin and compete with them (and with the model) for the cores.
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)

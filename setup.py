@@ -42,6 +42,7 @@ setup(
         "pycocotools>=2.0.6",
         "tqdm>=4.0",
         "matplotlib>=3.5",
+        "pillow>=9",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pillow>=9"],

@@ -308,9 +308,14 @@ class Generator(keras.utils.PyDataset):
                 pyramid_levels=self.pyramid_levels,
                 shapes_callback=self.compute_shapes,
             )
+            # read-only: shared by every batch of this shape (compute_overlap caches its
+            # blocks), possibly from several pipeline threads at once
             anchors.flags.writeable = False
             if len(self._anchor_cache) >= _ANCHOR_CACHE_SIZE:
-                self._anchor_cache.pop(next(iter(self._anchor_cache)))
+                try:
+                    self._anchor_cache.pop(next(iter(self._anchor_cache)), None)
+                except (StopIteration, RuntimeError):  # emptied or resized by another thread
+                    pass
             self._anchor_cache[key] = anchors
         return anchors
 

@@ -2,10 +2,11 @@
 
 Per image, in parallel (``num_parallel_calls``): read and decode, drop invalid boxes,
 visual effect, affine transform, resize, preprocess -- the generator's own methods, whose
-heavy work (OpenCV decode / warp / resize, NumPy arithmetic) runs outside the GIL --
-then zero padding up to a multiple of the largest anchor stride (a TF op). Per batch, in
-parallel: anchor targets on the padded batch shape, carried compactly (a class index and
-a state per anchor) and expanded with ``tf.one_hot`` in the graph. Random draws
+heavy work (OpenCV decode / warp / resize, NumPy arithmetic) runs outside the GIL -- and
+zero padding up to a multiple of the largest anchor stride, into memory that TF takes
+over without a copy. Per batch, in parallel: anchor targets on the padded batch shape
+(sparse NumPy, see ``utils.anchors.anchor_assignment``), carried compactly (a class index
+and a state per anchor) and expanded with ``tf.one_hot`` in the graph. Random draws
 (augmentation parameters, group order) happen in one Python thread in dataset order, so a
 seeded pipeline is repeatable whatever the parallelism.
 

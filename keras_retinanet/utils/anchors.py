@@ -4,6 +4,9 @@ All boxes are absolute ``x1, y1, x2, y2`` float32. Anchors of one image are orde
 level by level (P3 first), then by feature-map row, column, and last by anchor
 (ratio-major, scale-minor) -- the order in which the model's submodels emit them.
 """
+import collections
+import threading
+
 import numpy as np
 
 from .compute_overlap import overlapping_pairs
@@ -113,6 +116,12 @@ def shift(shape, stride, anchors):
     return all_anchors.reshape(-1, 4).astype(np.float32)
 
 
+# anchors_for_shape results kept for reuse: every batch of a shape needs the same anchors.
+_ANCHOR_CACHE_SIZE = 16
+_anchor_cache = collections.OrderedDict()
+_anchor_cache_lock = threading.Lock()
+
+
 def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shapes_callback=None):
     """All anchors of an image, over every pyramid level.
 
@@ -125,7 +134,9 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             (default ``guess_shapes``).
 
     Returns:
-        (N, 4) float32 anchors, absolute x1, y1, x2, y2.
+        (N, 4) float32 anchors, absolute x1, y1, x2, y2. The array is read-only and
+        shared by calls with the same arguments (the last few are cached), which also
+        lets ``compute_overlap`` reuse its per-array preparation; copy it to modify it.
     """
     if pyramid_levels is None:
         pyramid_levels = list(DEFAULT_PYRAMID_LEVELS)
@@ -138,8 +149,22 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             f"anchor parameters give {len(anchor_params.sizes)} sizes for "
             f"{len(pyramid_levels)} pyramid levels {list(pyramid_levels)}"
         )
-    image_shapes = shapes_callback(image_shape, pyramid_levels)
+    key = (
+        tuple(int(s) for s in image_shape),
+        tuple(int(p) for p in pyramid_levels),
+        tuple(anchor_params.sizes),
+        tuple(anchor_params.strides),
+        anchor_params.ratios.tobytes(),
+        anchor_params.scales.tobytes(),
+        shapes_callback,
+    )
+    with _anchor_cache_lock:
+        anchors = _anchor_cache.get(key)
+        if anchors is not None:
+            _anchor_cache.move_to_end(key)
+            return anchors
 
+    image_shapes = shapes_callback(image_shape, pyramid_levels)
     all_anchors = [
         shift(
             image_shapes[i],
@@ -148,9 +173,16 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
         )
         for i in range(len(pyramid_levels))
     ]
-    if not all_anchors:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.concatenate(all_anchors, axis=0)
+    if all_anchors:
+        anchors = np.concatenate(all_anchors, axis=0)
+    else:
+        anchors = np.zeros((0, 4), dtype=np.float32)
+    anchors.flags.writeable = False
+    with _anchor_cache_lock:
+        _anchor_cache[key] = anchors
+        while len(_anchor_cache) > _ANCHOR_CACHE_SIZE:
+            _anchor_cache.popitem(last=False)
+    return anchors
 
 
 def bbox_transform(anchors, gt_boxes, mean=None, std=None):

@@ -19,6 +19,8 @@ import numpy as np
 
 # Rows of `boxes` tested together against a query box before any IoU is computed.
 BLOCK_SIZE = 64
+# compute_overlap evaluates up to this many pairs directly, without pruning.
+_DENSE_LIMIT = 1 << 14
 # Candidate (block, query) pairs whose IoUs are computed together (temporaries fit in cache).
 _CHUNK_BLOCKS = 256
 # Pruning is loosened by this relative margin so that rounding never drops a pair.
@@ -156,6 +158,13 @@ def overlapping_pairs(boxes, query_boxes, min_overlap=0.0):
     return rows[inside], queries[inside], values[inside]
 
 
+def _planes(boxes):
+    """(5, N) float64 x1, y1, x2, y2, area planes of (N, 4) boxes."""
+    boxes = boxes.astype(np.float64, copy=False)
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    return np.concatenate([boxes.T, area[None]])
+
+
 def compute_overlap(boxes, query_boxes):
     """IoU between every box and every query box.
 
@@ -168,6 +177,8 @@ def compute_overlap(boxes, query_boxes):
     """
     boxes = _as_boxes(boxes, "boxes")
     query = _as_boxes(query_boxes, "query_boxes")
+    if len(boxes) * len(query) <= _DENSE_LIMIT:  # small (e.g. detections vs annotations): no pruning
+        return _iou(_planes(boxes)[:, :, None], _planes(query)[:, None, :])
     overlaps = np.zeros((len(boxes), len(query)), dtype=np.float64)
     box_indices, query_indices, ious = overlapping_pairs(boxes, query, 0.0)
     overlaps[box_indices, query_indices] = ious

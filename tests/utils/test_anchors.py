@@ -37,6 +37,14 @@ def test_anchors_for_shape_three_levels():
     assert anchors.shape == (1008, 4)  # (64 + 16 + 4) cells * 12 anchors
 
 
+def test_anchors_are_shared_and_read_only():
+    first = anchors_for_shape((64, 96, 3))
+    assert anchors_for_shape((64, 96, 3)) is first
+    assert not first.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 1.0
+
+
 def _dense_reference(anchors, image_shape, boxes, labels, num_classes, negative=0.4, positive=0.5):
     """fizyr's rules written directly on the full IoU matrix."""
     n = len(anchors)

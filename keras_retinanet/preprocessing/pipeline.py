@@ -1,14 +1,15 @@
 """A parallel tf.data input pipeline over any ``Generator`` (what retinanet-train feeds to fit).
 
-Per image, in parallel (``num_parallel_calls``): read and decode, drop invalid boxes,
-visual effect, affine transform, resize, preprocess -- the generator's own methods, whose
-heavy work (OpenCV decode / warp / resize, NumPy arithmetic) runs outside the GIL -- and
-zero padding up to a multiple of the largest anchor stride, into memory that TF takes
-over without a copy. Per batch, in parallel: anchor targets on the padded batch shape
-(sparse NumPy, see ``utils.anchors.anchor_assignment``), carried compactly (a class index
-and a state per anchor) and expanded with ``tf.one_hot`` in the graph. Random draws
-(augmentation parameters, group order) happen in one Python thread in dataset order, so a
-seeded pipeline is repeatable whatever the parallelism.
+Batches are prepared in parallel (``num_parallel_calls``). For each image of a batch:
+read and decode, drop invalid boxes, visual effect, affine transform, resize, preprocess
+-- the generator's own methods, whose heavy work (OpenCV decode / warp / resize, NumPy
+arithmetic) runs outside the GIL; then the batch is zero-padded up to a multiple of the
+largest anchor stride, written once into memory that TF adopts without a copy, and its
+anchor targets are computed on the padded shape (sparse NumPy, see
+``utils.anchors.anchor_assignment``), carried compactly (one code per anchor for its
+class and state) and expanded to one-hot rows in the graph. Random draws (augmentation
+parameters, group order) happen in one Python thread in dataset order, so a seeded
+pipeline is repeatable whatever the parallelism.
 
 Elements: ``(images, {"regression": regression, "classification": classification})``::
 
@@ -122,7 +123,12 @@ class _EffectRegistry:
 
 
 def _source(generator, shuffle, rng, effects):
-    """Python generator of one epoch: (image index, effect id or -1, raw transform, has transform)."""
+    """Python generator of one epoch, one group (batch) at a time.
+
+    Yields:
+        image indices (B,) int64, effect ids (B,) int64 (-1: none), raw transforms
+        (B, 3, 3) float64 and has-transform flags (B,) bool.
+    """
 
     def epoch():
         groups = list(generator.groups)
@@ -131,24 +137,34 @@ def _source(generator, shuffle, rng, effects):
         for group in groups:
             if _GUARD.stopping:
                 return
-            for image_index in group:
+            effect_ids, transforms, has_transform = [], [], []
+            for _ in group:
                 effect_id = -1
                 if generator.visual_effect_generator is not None:
                     effect_id = effects.put(next(generator.visual_effect_generator))
-                transform, has_transform = _IDENTITY, False
+                effect_ids.append(effect_id)
                 if generator.transform_generator is not None:
-                    transform, has_transform = next(generator.transform_generator), True
-                yield image_index, effect_id, np.asarray(transform, dtype=np.float64), has_transform
+                    transforms.append(next(generator.transform_generator))
+                    has_transform.append(True)
+                else:
+                    transforms.append(_IDENTITY)
+                    has_transform.append(False)
+            yield (
+                np.asarray(group, dtype=np.int64),
+                np.asarray(effect_ids, dtype=np.int64),
+                np.asarray(transforms, dtype=np.float64).reshape(len(group), 3, 3),
+                np.asarray(has_transform, dtype=bool),
+            )
 
     return epoch
 
 
 def _load_entry(generator, effects, image_index, effect_id, transform, has_transform):
-    """One image through the generator's steps; NumPy in, NumPy out (runs in tf.numpy_function).
+    """One image through the generator's steps, as ``Generator.compute_input_output`` runs them.
 
     Returns:
-        image: (H', W', 3) float32, zero-padded to multiples of generator.padding_multiple.
-        boxes: (K, 4) float64; labels: (K,) int32; shape: (2,) int32 size before padding.
+        image: (H, W, 3) float32, resized and preprocessed.
+        annotations: dict with ``bboxes`` (K, 4) and ``labels`` (K,), moved with the image.
     """
     group = [int(image_index)]
     image_group = generator.load_image_group(group)
@@ -163,52 +179,65 @@ def _load_entry(generator, effects, image_index, effect_id, transform, has_trans
         )
         image, annotations = generator.random_transform_group_entry(image, annotations, transform)
     image, annotations = generator.preprocess_group_entry(image, annotations)
-    boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(annotations["labels"]).astype(np.int32).reshape(-1)
-    height, width = image.shape[:2]
-    padded = _aligned_zeros(generator.padded_shape([image.shape]), np.float32)
-    padded[:height, :width] = image
-    return padded, boxes, labels, np.array([height, width], dtype=np.int32)
+    return np.asarray(image, dtype=np.float32), annotations
 
 
-def _compact_targets(generator, padded_shape, boxes, labels, num_boxes, shapes):
-    """Batch targets without the dense one-hot.
+def _load_batch(generator, effects, compact, image_indices, effect_ids, transforms, has_transform):
+    """One batch: images and targets (runs in tf.numpy_function, NumPy in and out).
 
     Returns:
+        images: (B, H, W, 3) float32, zero-padded to the batch's padded shape.
         regression: (B, N, 5) float32, as in ``anchor_targets_bbox``.
-        classes: (B, N) int32, class + 1 of positive anchors, 0 for the others.
+        codes: compact: (B, N) int32 row of ``_label_table`` per anchor: 0 negative,
+            1 + class positive, C + 1 ignored; with a custom ``compute_anchor_targets``:
+            its (B, N, C + 1) float32 labels.
     """
-    anchors = generator.generate_anchors(tuple(padded_shape))
-    batch_size, num_anchors = len(shapes), len(anchors)
-    # Zeros are mapped lazily: only the rows written below cost anything.
-    regression = _aligned_zeros((batch_size, num_anchors, 4 + 1), np.float32)
-    classes = _aligned_zeros((batch_size, num_anchors), np.int32)
+    entries = [
+        _load_entry(generator, effects, *entry)
+        for entry in zip(image_indices, effect_ids, transforms, has_transform)
+    ]
+    image_group = [image for image, _ in entries]
+    annotations_group = [annotations for _, annotations in entries]
+    padded_shape = generator.padded_shape([image.shape for image in image_group])
+    batch_size = len(entries)
+    # Written once, in memory TF adopts without a copy.
+    images = _aligned_zeros((batch_size,) + padded_shape, np.float32)
+    for b, image in enumerate(image_group):
+        images[b, : image.shape[0], : image.shape[1]] = image
+    anchors = generator.generate_anchors(padded_shape)
     num_classes = generator.num_classes()
-    for b in range(batch_size):
-        count = int(num_boxes[b])
-        image_boxes, image_labels = check_annotations(
-            {"bboxes": boxes[b, :count], "labels": labels[b, :count]}, num_classes, "image annotations"
+
+    if not compact:
+        regression, labels = generator.compute_anchor_targets(
+            anchors, image_group, annotations_group, num_classes
         )
-        positive, matched, ignored = anchor_assignment(anchors, tuple(shapes[b]), image_boxes)
+        return images, np.asarray(regression, np.float32), np.asarray(labels, np.float32)
+
+    # Zeros are mapped lazily: only the rows written below cost anything.
+    regression = _aligned_zeros((batch_size, len(anchors), 4 + 1), np.float32)
+    codes = _aligned_zeros((batch_size, len(anchors)), np.int32)
+    for b, (image, annotations) in enumerate(entries):
+        boxes, labels = check_annotations(annotations, num_classes, f"image {image_indices[b]}")
+        positive, matched, ignored = anchor_assignment(anchors, image.shape, boxes)
         regression[b, ignored, 4] = ANCHOR_IGNORE
         regression[b, positive, 4] = ANCHOR_POSITIVE
-        regression[b, positive, :4] = bbox_transform(anchors[positive], image_boxes[matched])
-        classes[b, positive] = image_labels[matched] + 1
-    return regression, classes
+        regression[b, positive, :4] = bbox_transform(anchors[positive], boxes[matched])
+        codes[b, ignored] = num_classes + 1
+        codes[b, positive] = labels[matched] + 1
+    return images, regression, codes
 
 
-def _dense_targets(generator, padded_shape, boxes, labels, num_boxes, shapes):
-    """Batch targets from the generator's own ``compute_anchor_targets`` (a custom one)."""
-    anchors = generator.generate_anchors(tuple(padded_shape))
-    annotations_group = [
-        {"bboxes": boxes[b, : int(num_boxes[b])], "labels": labels[b, : int(num_boxes[b])]}
-        for b in range(len(shapes))
-    ]
-    image_shapes = [tuple(int(s) for s in shape) + (3,) for shape in shapes]
-    regression, classification = generator.compute_anchor_targets(
-        anchors, image_shapes, annotations_group, generator.num_classes()
-    )
-    return np.asarray(regression, np.float32), np.asarray(classification, np.float32)
+def _label_table(num_classes):
+    """(C + 2, C + 1) float32 classification target rows, indexed by the compact codes.
+
+    Row 0: negative (state 0); row 1 + c: one-hot class c, state 1; row C + 1: ignored
+    (state -1).
+    """
+    table = np.zeros((num_classes + 2, num_classes + 1), dtype=np.float32)
+    table[1 : num_classes + 1, :num_classes] = np.eye(num_classes, dtype=np.float32)
+    table[1 : num_classes + 1, -1] = ANCHOR_POSITIVE
+    table[num_classes + 1, -1] = ANCHOR_IGNORE
+    return table
 
 
 def build_dataset(
@@ -228,7 +257,7 @@ def build_dataset(
             and compute_anchor_targets are used. Do not iterate the generator itself at
             the same time (they share the augmentation iterators).
         shuffle: shuffle the order of the groups at every epoch.
-        num_parallel_calls: images (and batches) processed in parallel.
+        num_parallel_calls: batches prepared in parallel.
         prefetch: batches prepared ahead (None: no prefetch).
         repeat: True: repeat forever (pass ``steps_per_epoch`` to fit); False: one epoch
             per iteration of the dataset.
@@ -245,80 +274,45 @@ def build_dataset(
     effects = _EffectRegistry()
     num_classes = generator.num_classes()
     compact = generator.compute_anchor_targets is anchor_targets_bbox
+    label_table = tf.constant(_label_table(num_classes))
 
     dataset = tf.data.Dataset.from_generator(
         _source(generator, shuffle, rng, effects),
         output_signature=(
-            tf.TensorSpec((), tf.int64),
-            tf.TensorSpec((), tf.int64),
-            tf.TensorSpec((3, 3), tf.float64),
-            tf.TensorSpec((), tf.bool),
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None, 3, 3), tf.float64),
+            tf.TensorSpec((None,), tf.bool),
         ),
     )
     if repeat:
         dataset = dataset.repeat()
 
-    def load(image_index, effect_id, transform, has_transform):
-        image, boxes, labels, shape = tf.numpy_function(
-            _GUARD.wrap(lambda *args: _load_entry(generator, effects, *args)),
-            [image_index, effect_id, transform, has_transform],
-            [tf.float32, tf.float64, tf.int32, tf.int32],
-            name="load_entry",
+    def load(image_indices, effect_ids, transforms, has_transform):
+        images, regression, codes = tf.numpy_function(
+            _GUARD.wrap(lambda *args: _load_batch(generator, effects, compact, *args)),
+            [image_indices, effect_ids, transforms, has_transform],
+            [tf.float32, tf.float32, tf.int32 if compact else tf.float32],
+            name="load_batch",
         )
-        image.set_shape((None, None, 3))
-        boxes.set_shape((None, 4))
-        labels.set_shape((None,))
-        shape.set_shape((2,))
-        return image, boxes, labels, tf.shape(labels)[0], shape
-
-    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    # Consecutive elements are the images of one group; a group always has batch_size images.
-    if generator.batch_size == 1:  # a batch of one needs no copy
-        dataset = dataset.map(lambda *entry: tuple(tf.expand_dims(t, 0) for t in entry))
-    else:
-        dataset = dataset.padded_batch(
-            generator.batch_size,
-            padded_shapes=([None, None, 3], [None, 4], [None], [], [2]),
-            padding_values=(
-                tf.constant(0.0, tf.float32),
-                tf.constant(0.0, tf.float64),
-                tf.constant(-1, tf.int32),
-                tf.constant(0, tf.int32),
-                tf.constant(0, tf.int32),
-            ),
-        )
-
-    def targets(images, boxes, labels, num_boxes, shapes):
-        padded_shape = tf.shape(images)[1:3]
+        images.set_shape((None, None, None, 3))
+        regression.set_shape((None, None, 5))
         if compact:
-            regression, classes = tf.numpy_function(
-                _GUARD.wrap(lambda *args: _compact_targets(generator, *args)),
-                [padded_shape, boxes, labels, num_boxes, shapes],
-                [tf.float32, tf.int32],
-                name="anchor_targets",
-            )
-            classes.set_shape((None, None))
-            regression.set_shape((None, None, 5))
-            one_hot = tf.one_hot(classes - 1, num_classes, dtype=tf.float32)  # -1: all zero
-            classification = tf.concat([one_hot, regression[..., 4:]], axis=-1)
+            codes.set_shape((None, None))
+            # one-hot expansion in the graph: a row of the table per anchor
+            classification = tf.gather(label_table, codes)
         else:
-            regression, classification = tf.numpy_function(
-                _GUARD.wrap(lambda *args: _dense_targets(generator, *args)),
-                [padded_shape, boxes, labels, num_boxes, shapes],
-                [tf.float32, tf.float32],
-                name="anchor_targets",
-            )
-            regression.set_shape((None, None, 5))
+            classification = codes
             classification.set_shape((None, None, num_classes + 1))
         return images, {"regression": regression, "classification": classification}
 
-    dataset = dataset.map(targets, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(generator)))
     if prefetch is not None:
         dataset = dataset.prefetch(prefetch)
     options = tf.data.Options()
-    # One thread per op: parallelism comes from the parallel maps; multi-threaded ops here
-    # would only spin and compete with them (and with the model) for the cores.
+    # One thread per op: parallelism comes from the parallel map; multi-threaded ops here
+    # would only spin and compete with it (and with the model) for the cores.
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options)

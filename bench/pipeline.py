@@ -69,7 +69,9 @@ def timed(function, runs, warmup):
 for batch_size in args["batch_sizes"]:
     generator = CSVGenerator(
         args["train"], args["classes"], batch_size=batch_size,
-        transform_generator=random_transform_generator(prng=np.random.RandomState(args["seed"]), flip_x_chance=args["flip"]),
+        transform_generator=random_transform_generator(
+            prng=np.random.RandomState(args["seed"]), flip_x_chance=args["flip"]
+        ),
         image_min_side=800, image_max_side=1333,
     )
     batches = max(1, args["images"] // batch_size)
@@ -245,7 +247,8 @@ def main(args=None):
         data_dir = args.data_dir or tmp
         train, classes = _make_dataset(data_dir, args.images)
         print(f"machine: {os.cpu_count()} cores; load average (1, 5, 15 min) at start: {_load()}")
-        print(f"dataset: {args.images} synthetic {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]} PNG images, 3 classes, in {data_dir}")
+        size = f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}"
+        print(f"dataset: {args.images} synthetic {size} PNG images, 3 classes, in {data_dir}")
         ours = _ours(train, classes, args, boxes, labels)
         load_between = _load()
         peer = None

@@ -56,41 +56,53 @@ def _aligned_zeros(shape, dtype):
 class _ShutdownGuard:
     """Stops the Python work of live pipelines when the interpreter exits.
 
-    tf.data threads that call into Python while the interpreter finalizes hang forever
-    (and with them the exit). At exit, calls still to come fail at once and the ones
-    under way are given a moment to finish, so a program that keeps an iterator alive to
-    the end still exits.
+    A tf.data thread that calls into Python once the interpreter has started finalizing
+    hangs forever, and the exit with it (when an iterator is still alive at exit). At
+    exit, every later call fails at once, so the pipelines' buffers fill with errors and
+    their threads park; the exit waits until no call has started for QUIET_SECONDS (at
+    most GRACE_SECONDS). Deleting iterators before exit avoids all this.
     """
 
     GRACE_SECONDS = 5.0
+    QUIET_SECONDS = 0.2
 
     def __init__(self):
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._stopping = False
         self._running = 0
+        self._last_call = 0.0
         atexit.register(self.stop)
 
     def stop(self):
-        self._stopping.set()
+        with self._lock:
+            self._stopping = True
         deadline = time.monotonic() + self.GRACE_SECONDS
-        while self._running and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._lock:
+                quiet = self._running == 0 and time.monotonic() - self._last_call > self.QUIET_SECONDS
+            if quiet:
+                return
             time.sleep(0.01)
 
     @property
     def stopping(self):
-        return self._stopping.is_set()
+        with self._lock:
+            self._last_call = time.monotonic()
+            return self._stopping
 
     def wrap(self, function):
         def guarded(*args):
-            if self._stopping.is_set():
-                raise RuntimeError("the interpreter is exiting: keras_retinanet input pipeline stopped")
             with self._lock:
+                self._last_call = time.monotonic()
+                if self._stopping:
+                    raise RuntimeError("the interpreter is exiting: keras_retinanet input pipeline stopped")
                 self._running += 1
             try:
                 return function(*args)
             finally:
                 with self._lock:
                     self._running -= 1
+                    self._last_call = time.monotonic()
 
         return guarded
 

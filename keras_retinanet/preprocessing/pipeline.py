@@ -1,13 +1,13 @@
 """A parallel tf.data input pipeline over any ``Generator`` (what retinanet-train feeds to fit).
 
-Batches are prepared in parallel (``num_parallel_calls``). For each image of a batch:
-read and decode, drop invalid boxes, visual effect, affine transform, resize, preprocess
--- the generator's own methods, whose heavy work (OpenCV decode / warp / resize, NumPy
-arithmetic) runs outside the GIL; then the batch is zero-padded up to a multiple of the
-largest anchor stride, written once into memory that TF adopts without a copy, and its
-anchor targets are computed on the padded shape (sparse NumPy, see
-``utils.anchors.anchor_assignment``), carried compactly (one code per anchor for its
-class and state) and expanded to one-hot rows in the graph. Random draws (augmentation
+Batches are prepared in parallel (``num_parallel_calls``) by the generator's own steps:
+for each image, read and decode, drop invalid boxes, visual effect, affine transform,
+resize, preprocess; then the zero-padded batch (a multiple of the largest anchor stride)
+and its anchor targets on the padded shape (``compute_anchor_targets``, by default
+``anchor_targets_bbox``). Their heavy work -- OpenCV decode / warp / resize, NumPy
+arithmetic, the pruned IoU -- runs outside the GIL. The dense classification targets
+cost only their non-negative rows: they are written sparsely into lazily zero-mapped,
+aligned memory that TensorFlow adopts without a copy. Random draws (augmentation
 parameters, group order) happen in one Python thread in dataset order, so a seeded
 pipeline is repeatable whatever the parallelism.
 
@@ -18,8 +18,8 @@ Elements: ``(images, {"regression": regression, "classification": classification
     classification  (B, N, C + 1) float32: one-hot class, anchor state
 
 with N the anchors of an (H, W) input and anchor state -1 ignore / 0 negative /
-1 positive; the same values as ``Generator[i]`` gives for the same images without
-augmentation. An epoch is ``steps_per_epoch(generator)`` batches.
+1 positive: the values ``Generator[i]`` gives for the same images and augmentation.
+An epoch is ``steps_per_epoch(generator)`` batches.
 """
 import atexit
 import itertools
@@ -29,28 +29,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ..utils.anchors import (
-    ANCHOR_IGNORE,
-    ANCHOR_POSITIVE,
-    anchor_assignment,
-    anchor_targets_bbox,
-    bbox_transform,
-    check_annotations,
-)
 from ..utils.image import adjust_transform_for_image
 
 _IDENTITY = np.eye(3, dtype=np.float64)
-# tf.numpy_function shares (instead of copying) the memory of outputs aligned like this.
-_TENSOR_ALIGNMENT = 64
-
-
-def _aligned_zeros(shape, dtype):
-    """np.zeros whose data is _TENSOR_ALIGNMENT-aligned, so TF takes it over without a copy."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buffer = np.zeros(nbytes + _TENSOR_ALIGNMENT, dtype=np.uint8)
-    offset = -buffer.ctypes.data % _TENSOR_ALIGNMENT
-    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 class _ShutdownGuard:
@@ -194,15 +175,11 @@ def _load_entry(generator, effects, image_index, effect_id, transform, has_trans
     return np.asarray(image, dtype=np.float32), annotations
 
 
-def _load_batch(generator, effects, compact, image_indices, effect_ids, transforms, has_transform):
-    """One batch: images and targets (runs in tf.numpy_function, NumPy in and out).
+def _load_batch(generator, effects, image_indices, effect_ids, transforms, has_transform):
+    """One batch (runs in tf.numpy_function): ``Generator.compute_input_output`` with pre-drawn augmentation.
 
     Returns:
-        images: (B, H, W, 3) float32, zero-padded to the batch's padded shape.
-        regression: (B, N, 5) float32, as in ``anchor_targets_bbox``.
-        codes: compact: (B, N) int32 row of ``_label_table`` per anchor: 0 negative,
-            1 + class positive, C + 1 ignored; with a custom ``compute_anchor_targets``:
-            its (B, N, C + 1) float32 labels.
+        images (B, H, W, 3), regression (B, N, 5) and labels (B, N, C + 1), float32.
     """
     entries = [
         _load_entry(generator, effects, *entry)
@@ -210,46 +187,14 @@ def _load_batch(generator, effects, compact, image_indices, effect_ids, transfor
     ]
     image_group = [image for image, _ in entries]
     annotations_group = [annotations for _, annotations in entries]
-    padded_shape = generator.padded_shape([image.shape for image in image_group])
-    batch_size = len(entries)
-    # Written once, in memory TF adopts without a copy.
-    images = _aligned_zeros((batch_size,) + padded_shape, np.float32)
-    for b, image in enumerate(image_group):
-        images[b, : image.shape[0], : image.shape[1]] = image
-    anchors = generator.generate_anchors(padded_shape)
-    num_classes = generator.num_classes()
-
-    if not compact:
-        regression, labels = generator.compute_anchor_targets(
-            anchors, image_group, annotations_group, num_classes
-        )
-        return images, np.asarray(regression, np.float32), np.asarray(labels, np.float32)
-
-    # Zeros are mapped lazily: only the rows written below cost anything.
-    regression = _aligned_zeros((batch_size, len(anchors), 4 + 1), np.float32)
-    codes = _aligned_zeros((batch_size, len(anchors)), np.int32)
-    for b, (image, annotations) in enumerate(entries):
-        boxes, labels = check_annotations(annotations, num_classes, f"image {image_indices[b]}")
-        positive, matched, ignored = anchor_assignment(anchors, image.shape, boxes)
-        regression[b, ignored, 4] = ANCHOR_IGNORE
-        regression[b, positive, 4] = ANCHOR_POSITIVE
-        regression[b, positive, :4] = bbox_transform(anchors[positive], boxes[matched])
-        codes[b, ignored] = num_classes + 1
-        codes[b, positive] = labels[matched] + 1
-    return images, regression, codes
-
-
-def _label_table(num_classes):
-    """(C + 2, C + 1) float32 classification target rows, indexed by the compact codes.
-
-    Row 0: negative (state 0); row 1 + c: one-hot class c, state 1; row C + 1: ignored
-    (state -1).
-    """
-    table = np.zeros((num_classes + 2, num_classes + 1), dtype=np.float32)
-    table[1 : num_classes + 1, :num_classes] = np.eye(num_classes, dtype=np.float32)
-    table[1 : num_classes + 1, -1] = ANCHOR_POSITIVE
-    table[num_classes + 1, -1] = ANCHOR_IGNORE
-    return table
+    inputs = generator.compute_inputs(image_group)
+    regression, labels = generator.compute_targets(image_group, annotations_group)
+    # float32 arrays pass as they are (aligned ones without a copy); others are converted
+    return (
+        np.asarray(inputs, dtype=np.float32),
+        np.asarray(regression, dtype=np.float32),
+        np.asarray(labels, dtype=np.float32),
+    )
 
 
 def build_dataset(
@@ -285,8 +230,6 @@ def build_dataset(
     rng = np.random.default_rng(seed)
     effects = _EffectRegistry()
     num_classes = generator.num_classes()
-    compact = generator.compute_anchor_targets is anchor_targets_bbox
-    label_table = tf.constant(_label_table(num_classes))
 
     dataset = tf.data.Dataset.from_generator(
         _source(generator, shuffle, rng, effects),
@@ -301,21 +244,15 @@ def build_dataset(
         dataset = dataset.repeat()
 
     def load(image_indices, effect_ids, transforms, has_transform):
-        images, regression, codes = tf.numpy_function(
-            _GUARD.wrap(lambda *args: _load_batch(generator, effects, compact, *args)),
+        images, regression, classification = tf.numpy_function(
+            _GUARD.wrap(lambda *args: _load_batch(generator, effects, *args)),
             [image_indices, effect_ids, transforms, has_transform],
-            [tf.float32, tf.float32, tf.int32 if compact else tf.float32],
+            [tf.float32, tf.float32, tf.float32],
             name="load_batch",
         )
         images.set_shape((None, None, None, 3))
         regression.set_shape((None, None, 5))
-        if compact:
-            codes.set_shape((None, None))
-            # one-hot expansion in the graph: a row of the table per anchor
-            classification = tf.gather(label_table, codes)
-        else:
-            classification = codes
-            classification.set_shape((None, None, num_classes + 1))
+        classification.set_shape((None, None, num_classes + 1))
         return images, {"regression": regression, "classification": classification}
 
     dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)

@@ -1,8 +1,13 @@
-"""Anchor boxes: generation per pyramid level and their placement over an image.
+"""Anchor boxes (generation per pyramid level, placement over an image) and training targets.
 
 All boxes are absolute ``x1, y1, x2, y2`` float32. Anchors of one image are ordered
 level by level (P3 first), then by feature-map row, column, and last by anchor
 (ratio-major, scale-minor) -- the order in which the model's submodels emit them.
+
+Targets follow fizyr: an anchor whose best IoU with an annotation is >= 0.5 is positive,
+in (0.4, 0.5) ignored, otherwise negative; anchors centred outside their image (in the
+batch padding) are ignored. The state (-1 ignore, 0 negative, 1 positive) is the last
+column of both target arrays.
 """
 import collections
 import threading

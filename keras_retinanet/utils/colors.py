@@ -4,9 +4,10 @@ import colorsys
 # Successive hues step by the golden-ratio conjugate, which spreads any number of labels
 # around the colour wheel with neighbouring labels far apart.
 _HUE_STEP = 0.618033988749895
-_SATURATION = 0.85
-_VALUE = 0.95
-_SATURATION_ALTERNATE = 0.55  # every other label, to separate labels whose hues come close
+_VALUE = 1.0
+# Even and odd labels differ in saturation too, which separates labels whose hues come close.
+_SATURATION_EVEN = 0.8
+_SATURATION_ODD = 1.0
 
 
 def label_color(label):
@@ -22,6 +23,6 @@ def label_color(label):
     if label < 0:
         raise ValueError(f"label_color: label must be >= 0, got {label}")
     hue = (label * _HUE_STEP) % 1.0
-    saturation = _SATURATION if label % 2 == 0 else _SATURATION_ALTERNATE
+    saturation = _SATURATION_EVEN if label % 2 == 0 else _SATURATION_ODD
     red, green, blue = colorsys.hsv_to_rgb(hue, saturation, _VALUE)
     return tuple(int(round(channel * 255)) for channel in (blue, green, red))

@@ -73,27 +73,36 @@ def _flatten(per_image_lists, labels, min_columns, what):
     Returns:
         rows: (M, min_columns) float64; label_of: (M,) int64; image_of: (M,) int64.
     """
-    chunks, chunk_labels, chunk_images, counts = [], [], [], []
+    chunks, chunk_labels, chunk_images = [], [], []
     for image_index, per_image in enumerate(per_image_lists):
+        available = len(per_image)
         for label in labels:
-            rows = per_image[label] if label < len(per_image) else None
-            if rows is None or len(rows) == 0:
-                continue
-            rows = np.asarray(rows, dtype=np.float64)
-            if rows.ndim != 2 or rows.shape[1] < min_columns:
-                raise ValueError(
-                    f"{what}[{image_index}][{label}] must be (K, {min_columns}) "
-                    f"(x1, y1, x2, y2{', score' if min_columns == 5 else ''}); got shape {rows.shape}"
-                )
-            chunks.append(rows[:, :min_columns])
-            chunk_labels.append(label)
-            chunk_images.append(image_index)
-            counts.append(len(rows))
+            if label < available:
+                rows = per_image[label]
+                if rows is not None and len(rows):
+                    chunks.append(rows)
+                    chunk_labels.append(label)
+                    chunk_images.append(image_index)
     if not chunks:
         empty = np.zeros((0,), dtype=np.int64)
         return np.zeros((0, min_columns)), empty, empty
+    try:
+        flat = np.concatenate(chunks).astype(np.float64, copy=False)
+    except ValueError:
+        flat = None
+    if flat is None or flat.ndim != 2 or flat.shape[1] < min_columns:
+        # locate the offending entry for the message
+        for rows, label, image_index in zip(chunks, chunk_labels, chunk_images):
+            shape = np.shape(rows)
+            if len(shape) != 2 or shape[1] < min_columns or (flat is None and shape[1:] != np.shape(chunks[0])[1:]):
+                raise ValueError(
+                    f"{what}[{image_index}][{label}] must be (K, {min_columns}) "
+                    f"(x1, y1, x2, y2{', score' if min_columns == 5 else ''}); got shape {shape}"
+                )
+        raise ValueError(f"{what}: every entry must be a (K, {min_columns}) array with the same number of columns")
+    counts = [len(rows) for rows in chunks]
     return (
-        np.concatenate(chunks),
+        flat[:, :min_columns],
         np.repeat(np.asarray(chunk_labels, dtype=np.int64), counts),
         np.repeat(np.asarray(chunk_images, dtype=np.int64), counts),
     )

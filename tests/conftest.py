@@ -72,7 +72,7 @@ class FakeDetectionGenerator:
 
 
 class FakeInferenceModel:
-    """Inference-model stand-in: returns given detections for images in call order.
+    """Inference-model stand-in: returns given detections for images in call order (cycling).
 
     Args:
         detections: per image (boxes (K, 4) original pixels, scores (K,), labels (K,)).
@@ -94,7 +94,7 @@ class FakeInferenceModel:
         scores = -np.ones((batch, self.padded_size), dtype=np.float32)
         labels = -np.ones((batch, self.padded_size), dtype=np.int32)
         for position in range(batch):
-            image_boxes, image_scores, image_labels = self.detections[self.next_index]
+            image_boxes, image_scores, image_labels = self.detections[self.next_index % len(self.detections)]
             self.next_index += 1
             count = len(image_scores)
             boxes[position, :count] = np.asarray(image_boxes) * self.scale

@@ -195,10 +195,11 @@ def compute_average_precisions(all_detections, all_annotations, iou_threshold=DE
         {label: (AP, num_annotations)}; a class without ground truth gets (0.0, 0).
     """
     curves = precision_recall_curves(all_detections, all_annotations, iou_threshold, labels)
-    return _average_precisions_from_curves(curves)
+    return average_precisions_from_curves(curves)
 
 
-def _average_precisions_from_curves(curves):
+def average_precisions_from_curves(curves):
+    """{label: (AP, num_annotations)} from ``precision_recall_curves``' output."""
     return {
         label: ((average_precision(curve.recall, curve.precision) if curve.num_annotations else 0.0), curve.num_annotations)
         for label, curve in curves.items()
@@ -374,6 +375,11 @@ def _get_annotations(generator):
     return all_annotations
 
 
+# Public names for the two stages (fizyr kept them private; the tools use them).
+get_detections = _get_detections
+get_annotations = _get_annotations
+
+
 def evaluated_labels(generator):
     """The labels a generator knows (``has_label``), in order."""
     return [label for label in range(generator.num_classes()) if generator.has_label(label)]
@@ -436,7 +442,7 @@ def evaluate(
     )
     all_annotations = _get_annotations(generator)
     curves = precision_recall_curves(all_detections, all_annotations, iou_threshold, evaluated_labels(generator))
-    average_precisions = _average_precisions_from_curves(curves)
+    average_precisions = average_precisions_from_curves(curves)
     if save_path is not None:
         save_precision_recall_plots(curves, average_precisions, save_path, generator.label_to_name)
     mean_time = float(np.mean(inference_times)) if len(inference_times) else 0.0

@@ -10,8 +10,7 @@ With ``--peer-python`` (or $FIZYR_PYTHON) pointing at the python of a venv holdi
 fizyr/keras-retinanet 1.0.0 (see shared BENCHMARKS.md), the same lists are fed to fizyr's
 ``utils.eval.evaluate`` in a subprocess (its inference and annotation loading replaced
 by the precomputed lists), timed the same way, and the ratio and the largest AP difference
-are printed. fizyr's IoU adds 1 to widths and heights (pixel-inclusive boxes), ours does
-not, so APs differ slightly.
+between the two are printed (both implement the same VOC matching rule and the same IoU).
 
     python bench/evaluate.py [--images 5000] [--detections 100] [--classes 10] [--runs 5]
 """
@@ -178,7 +177,7 @@ def main(argv=None):
         difference = max(abs(peer["aps"][str(label)] - ap) for label, (ap, _) in average_precisions.items())
         print(f"fizyr keras-retinanet 1.0.0:  {summary(peer['times'])}")
         print(f"speed-up: {statistics.median(peer['times']) / statistics.median(times):.1f}x; "
-              f"largest AP difference {difference:.2e} (fizyr's IoU is pixel-inclusive)")
+              f"largest AP difference from fizyr's {difference:.2e}")
     else:
         print("peer: not run (give --peer-python or $FIZYR_PYTHON)")
 

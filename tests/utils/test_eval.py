@@ -3,6 +3,8 @@ import os
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_retinanet.utils import eval as voc_eval
 from keras_retinanet.utils.eval import (
@@ -309,3 +311,40 @@ def test_annotations_without_labels_are_reported(fake_detection_generator):
     generator = fake_detection_generator([np.zeros((8, 8, 3), np.uint8)], [{"bboxes": np.zeros((1, 4))}], ["a"])
     with pytest.raises(ValueError, match="annotations of image 0 must be a dict with bboxes"):
         _get_annotations(generator)
+
+
+# ---------------------------------------------------------------- property: ties and exact thresholds
+
+@st.composite
+def small_integer_cases(draw):
+    """Few images and classes, integer boxes on a 12-pixel grid, scores with many ties."""
+    num_images, num_classes = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+
+    def boxes(count):
+        rows = []
+        for _ in range(count):
+            x1, y1 = draw(st.integers(0, 8)), draw(st.integers(0, 8))
+            rows.append([x1, y1, x1 + draw(st.integers(1, 4)), y1 + draw(st.integers(1, 4))])
+        return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+    all_detections, all_annotations = [], []
+    for _ in range(num_images):
+        dets, anns = [], []
+        for _ in range(num_classes):
+            anns.append(boxes(draw(st.integers(0, 3))))
+            found = boxes(draw(st.integers(0, 4)))
+            scores = [draw(st.sampled_from([0.2, 0.5, 0.9])) for _ in range(len(found))]
+            dets.append(np.concatenate([found, np.array(scores).reshape(-1, 1)], axis=1))
+        all_detections.append(dets)
+        all_annotations.append(anns)
+    return all_detections, all_annotations, draw(st.sampled_from([0.25, 0.5, 1 / 3]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_integer_cases())
+def test_equals_plain_reference_with_ties(case):
+    all_detections, all_annotations, iou_threshold = case
+    average_precisions = compute_average_precisions(all_detections, all_annotations, iou_threshold)
+    for label, (ap, _) in average_precisions.items():
+        assert 0.0 <= ap <= 1.0
+        assert ap == pytest.approx(reference_voc_ap(all_detections, all_annotations, label, iou_threshold), abs=1e-12)

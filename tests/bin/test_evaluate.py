@@ -159,6 +159,7 @@ def snapshots(shapes_dataset, tmp_path_factory):
     import keras
 
     from keras_retinanet import losses, models
+    from keras_retinanet.callbacks import Evaluate
     from keras_retinanet.preprocessing.csv_generator import CSVGenerator
     from keras_retinanet.preprocessing.pipeline import build_dataset
 
@@ -173,8 +174,16 @@ def snapshots(shapes_dataset, tmp_path_factory):
         shapes_dataset["train"], shapes_dataset["classes"], batch_size=4, image_min_side=128, image_max_side=128,
         preprocess_image=backbone.preprocess_image, seed=0,
     )
-    history = model.fit(build_dataset(generator, seed=0), epochs=E2E_TRAIN_EPOCHS, verbose=0)
+    # the Evaluate callback on a real inference model that shares the training model's weights
+    validation = CSVGenerator(
+        shapes_dataset["val"], shapes_dataset["classes"], image_min_side=128, image_max_side=128,
+        preprocess_image=backbone.preprocess_image, shuffle_groups=False,
+    )
+    evaluation = Evaluate(validation, prediction_model=models.convert_model(model), verbose=0)
+    history = model.fit(build_dataset(generator, seed=0), epochs=E2E_TRAIN_EPOCHS, verbose=0, callbacks=[evaluation])
     assert np.all(np.isfinite(history.history["loss"]))
+    assert len(history.history["mAP"]) == E2E_TRAIN_EPOCHS and 0.0 <= history.history["mAP"][-1] <= 1.0
+    assert sorted(evaluation.average_precisions) == [0, 1, 2]
     folder = tmp_path_factory.mktemp("snapshots")
     paths = {"training": str(folder / "training.keras"), "inference": str(folder / "inference.keras")}
     model.save(paths["training"])

@@ -58,14 +58,16 @@ from keras_retinanet.utils.transform import random_transform_generator
 args = json.loads(sys.argv[1])
 result = {"package": keras_retinanet.__file__, "pipeline": {}}
 
-def timed(function, runs, warmup):
+def timed(function, runs, warmup, cpu=None):
     for _ in range(warmup):
         function()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 for batch_size in args["batch_sizes"]:
@@ -80,8 +82,10 @@ for batch_size in args["batch_sizes"]:
     def epoch():
         for i in range(batches):
             generator[i % len(generator)]
-    times = timed(epoch, args["runs"], 1)
+    cpu = []
+    times = timed(epoch, args["runs"], 1, cpu)
     result["pipeline"][str(batch_size)] = [batches * batch_size / t for t in times]
+    result.setdefault("pipeline_cpu_ms", {})[str(batch_size)] = [1000 * c / (batches * batch_size) for c in cpu]
 
 anchors = anchors_for_shape(tuple(args["target_shape"]))
 boxes = np.array(args["boxes"], dtype=np.float64)
@@ -112,14 +116,17 @@ def parse_args(args):
     return parser.parse_args(args)
 
 
-def _timed(function, runs, warmup):
+def _timed(function, runs, warmup, cpu=None):
+    """Wall times of ``runs`` calls after ``warmup``; process CPU times appended to ``cpu``."""
     for _ in range(warmup):
         function()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -160,7 +167,7 @@ def _ours(train, classes, args, boxes, labels):
             image_max_side=1333,
         )
 
-    result = {"pipeline": {}, "sequential": {}}
+    result = {"pipeline": {}, "sequential": {}, "pipeline_cpu_ms": {}, "sequential_cpu_ms": {}}
     for batch_size in args.batch_sizes:
         batches = max(1, args.images // batch_size)
         iterator = iter(build_dataset(generator(batch_size), repeat=True, seed=SEED))
@@ -169,9 +176,11 @@ def _ours(train, classes, args, boxes, labels):
             for _ in range(batches):
                 next(iterator)
 
-        times = _timed(epoch, args.runs, 1)
+        cpu = []
+        times = _timed(epoch, args.runs, 1, cpu)
         del iterator
         result["pipeline"][batch_size] = [batches * batch_size / t for t in times]
+        result["pipeline_cpu_ms"][batch_size] = [1000 * c / (batches * batch_size) for c in cpu]
 
         sequential = generator(batch_size)
 
@@ -179,8 +188,10 @@ def _ours(train, classes, args, boxes, labels):
             for i in range(batches):
                 sequential[i % len(sequential)]
 
-        times = _timed(sequential_epoch, max(1, args.runs // 2), 1)
+        cpu = []
+        times = _timed(sequential_epoch, max(1, args.runs // 2), 1, cpu)
         result["sequential"][batch_size] = [batches * batch_size / t for t in times]
+        result["sequential_cpu_ms"][batch_size] = [1000 * c / (batches * batch_size) for c in cpu]
 
     anchors = anchors_for_shape(TARGET_SHAPE)
     annotations = {"bboxes": boxes, "labels": labels}
@@ -229,7 +240,8 @@ def _fizyr(python, train, classes, args, boxes, labels):
         print(f"fizyr run failed (exit {completed.returncode}):\n{tail}")
         return None
     result = json.loads(lines[-1][len("RESULT ") :])
-    result["pipeline"] = {int(k): v for k, v in result["pipeline"].items()}
+    for key in ("pipeline", "pipeline_cpu_ms"):
+        result[key] = {int(k): v for k, v in result[key].items()}
     return result
 
 
@@ -274,6 +286,13 @@ def main(args=None):
     for batch_size in args.batch_sizes:
         peer_values = peer["pipeline"][batch_size] if peer else None
         _line(f"Generator[i] sequential, batch {batch_size}", ours["sequential"][batch_size], "img/s", peer_values)
+    print("CPU time per image (all threads; less sensitive to the machine's load), ms:")
+    for batch_size in args.batch_sizes:
+        peer_values = peer["pipeline_cpu_ms"][batch_size] if peer else None
+        _line(f"tf.data build_dataset, batch {batch_size}", ours["pipeline_cpu_ms"][batch_size], "ms", peer_values, False)
+    for batch_size in args.batch_sizes:
+        peer_values = peer["pipeline_cpu_ms"][batch_size] if peer else None
+        _line(f"Generator[i] sequential, batch {batch_size}", ours["sequential_cpu_ms"][batch_size], "ms", peer_values, False)
     print(
         f"anchor targets, one {TARGET_SHAPE[0]}x{TARGET_SHAPE[1]} image, {ours['num_anchors']} anchors, "
         f"{NUM_BOXES} boxes, {NUM_CLASSES} classes, ms:"

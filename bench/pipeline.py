@@ -85,7 +85,8 @@ for batch_size in args["batch_sizes"]:
     cpu = []
     times = timed(epoch, args["runs"], 1, cpu)
     result["pipeline"][str(batch_size)] = [batches * batch_size / t for t in times]
-    result.setdefault("pipeline_cpu_ms", {})[str(batch_size)] = [1000 * c / (batches * batch_size) for c in cpu]
+    cpu_ms = [1000 * c / (batches * batch_size) for c in cpu]
+    result.setdefault("pipeline_cpu_ms", {})[str(batch_size)] = cpu_ms
 
 anchors = anchors_for_shape(tuple(args["target_shape"]))
 boxes = np.array(args["boxes"], dtype=np.float64)
@@ -196,16 +197,15 @@ def _ours(train, classes, args, boxes, labels):
     anchors = anchors_for_shape(TARGET_SHAPE)
     annotations = {"bboxes": boxes, "labels": labels}
     image = np.zeros(TARGET_SHAPE, dtype=np.uint8)
-    result["targets_ms"] = [
-        1000 * t
-        for t in _timed(lambda: anchor_targets_bbox(anchors, [image], [annotations], NUM_CLASSES), args.target_runs, 3)
-    ]
+    def milliseconds(function):
+        return [1000 * t for t in _timed(function, args.target_runs, 3)]
+
+    result["targets_ms"] = milliseconds(lambda: anchor_targets_bbox(anchors, [image], [annotations], NUM_CLASSES))
     fresh = np.array(anchors)  # a writable copy: no reuse of the IoU preparation across calls
-    result["targets_fresh_ms"] = [
-        1000 * t
-        for t in _timed(lambda: anchor_targets_bbox(fresh, [image], [annotations], NUM_CLASSES), args.target_runs, 3)
-    ]
-    result["overlap_ms"] = [1000 * t for t in _timed(lambda: compute_overlap(anchors, boxes), args.target_runs, 3)]
+    result["targets_fresh_ms"] = milliseconds(
+        lambda: anchor_targets_bbox(fresh, [image], [annotations], NUM_CLASSES)
+    )
+    result["overlap_ms"] = milliseconds(lambda: compute_overlap(anchors, boxes))
     result["num_anchors"] = len(anchors)
     return result
 
@@ -279,26 +279,31 @@ def main(args=None):
     print(f"load average after ours: {load_between}; at the end: {_load()}")
     if peer:
         print(f"fizyr package: {peer['package']}")
-    print(f"input pipeline: decode + flip (p={FLIP_CHANCE}) + resize 800/1333 + preprocess + anchor targets, images/s:")
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline"][batch_size] if peer else None
-        _line(f"tf.data build_dataset, batch {batch_size}", ours["pipeline"][batch_size], "img/s", peer_values)
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline"][batch_size] if peer else None
-        _line(f"Generator[i] sequential, batch {batch_size}", ours["sequential"][batch_size], "img/s", peer_values)
-    print("CPU time per image (all threads; less sensitive to the machine's load), ms:")
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline_cpu_ms"][batch_size] if peer else None
-        _line(f"tf.data build_dataset, batch {batch_size}", ours["pipeline_cpu_ms"][batch_size], "ms", peer_values, False)
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline_cpu_ms"][batch_size] if peer else None
-        _line(f"Generator[i] sequential, batch {batch_size}", ours["sequential_cpu_ms"][batch_size], "ms", peer_values, False)
+    steps = f"decode + flip (p={FLIP_CHANCE}) + resize 800/1333 + preprocess + anchor targets"
+    sections = [
+        (f"input pipeline: {steps}, images/s:", "pipeline", "sequential", "pipeline", "img/s", True),
+        (
+            "CPU time per image (all threads; less sensitive to the machine's load), ms:",
+            "pipeline_cpu_ms",
+            "sequential_cpu_ms",
+            "pipeline_cpu_ms",
+            "ms",
+            False,
+        ),
+    ]
+    for title, pipeline_key, sequential_key, peer_key, unit, higher_is_better in sections:
+        print(title)
+        for label, key in (("tf.data build_dataset", pipeline_key), ("Generator[i] sequential", sequential_key)):
+            for batch_size in args.batch_sizes:
+                peer_values = peer[peer_key][batch_size] if peer else None
+                _line(f"{label}, batch {batch_size}", ours[key][batch_size], unit, peer_values, higher_is_better)
     print(
         f"anchor targets, one {TARGET_SHAPE[0]}x{TARGET_SHAPE[1]} image, {ours['num_anchors']} anchors, "
         f"{NUM_BOXES} boxes, {NUM_CLASSES} classes, ms:"
     )
-    _line("anchor_targets_bbox", ours["targets_ms"], "ms", peer["targets_ms"] if peer else None, False)
-    _line("  same, anchors not reused", ours["targets_fresh_ms"], "ms", peer["targets_ms"] if peer else None, False)
+    peer_targets = peer["targets_ms"] if peer else None
+    _line("anchor_targets_bbox", ours["targets_ms"], "ms", peer_targets, False)
+    _line("  same, anchors not reused", ours["targets_fresh_ms"], "ms", peer_targets, False)
     _line("compute_overlap", ours["overlap_ms"], "ms", peer["overlap_ms"] if peer else None, False)
     return 0
 

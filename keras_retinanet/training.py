@@ -23,7 +23,6 @@ from keras_retinanet.preprocessing.pipeline import build_dataset
 from keras_retinanet.utils.anchors import AnchorParameters
 from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
 from keras_retinanet.utils.image import random_visual_effect_generator
-from keras_retinanet.utils.model import freeze as freeze_model
 from keras_retinanet.utils.transform import random_transform_generator
 
 
@@ -139,23 +138,34 @@ def create_models(
     lr=1e-5,
     optimizer_clipnorm=0.001,
     config=None,
+    backbone_weights=None,
+    freeze_bn=True,
 ):
     """Build and compile the training model and its inference twin (fizyr's signature).
 
     Args:
         backbone_retinanet: ``Backbone.retinanet``.
         num_classes: number of object classes.
-        weights: weights file to load (by layer name, skipping mismatches), or None.
-        multi_gpu: unused (kept for compatibility; call inside a strategy scope instead).
+        weights: file of weights for the whole model (loaded where shapes match), or None.
+        multi_gpu: unused (kept for compatibility; build inside a strategy scope instead).
         freeze_backbone: keep the backbone's weights fixed.
         lr, optimizer_clipnorm: Adam's learning rate and gradient clipping norm.
         config: parsed config.ini (anchor parameters, pyramid levels) or None.
+        backbone_weights: 'imagenet', a weights file of the bare keras.applications
+            backbone, or None (random).
+        freeze_bn: run the backbone's BatchNormalization in inference mode (right with
+            pretrained weights and small batches; from scratch, let BN train).
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
     """
     anchor_params, pyramid_levels = _anchor_config(config)
-    kwargs = {"num_anchors": anchor_params.num_anchors(), "modifier": freeze_model if freeze_backbone else None}
+    kwargs = {
+        "num_anchors": anchor_params.num_anchors(),
+        "weights": backbone_weights,
+        "freeze_bn": freeze_bn,
+        "freeze_backbone": freeze_backbone,
+    }
     if pyramid_levels is not None:
         kwargs["pyramid_levels"] = pyramid_levels
     model = backbone_retinanet(num_classes, **kwargs)
@@ -285,18 +295,28 @@ def prepare(args):
             if args.initial_epoch is None:
                 initial_epoch = epoch_from_snapshot(args.snapshot) or 0
         else:
-            weights = args.weights
-            if weights is None and args.imagenet_weights:
-                weights = backbone.download_imagenet()
-            model, training_model, prediction_model = create_models(
-                backbone.retinanet,
-                train_generator.num_classes(),
-                weights=weights,
-                freeze_backbone=args.freeze_backbone,
-                lr=args.lr,
-                optimizer_clipnorm=args.optimizer_clipnorm,
-                config=args.config_parsed,
-            )
+            pretrained = bool(args.weights or args.imagenet_weights)
+            freeze_bn = pretrained if args.freeze_bn is None else args.freeze_bn
+            backbone_weights = "imagenet" if args.imagenet_weights and not args.weights else None
+            try:
+                model, training_model, prediction_model = create_models(
+                    backbone.retinanet,
+                    train_generator.num_classes(),
+                    weights=args.weights,
+                    freeze_backbone=args.freeze_backbone,
+                    lr=args.lr,
+                    optimizer_clipnorm=args.optimizer_clipnorm,
+                    config=args.config_parsed,
+                    backbone_weights=backbone_weights,
+                    freeze_bn=freeze_bn,
+                )
+            except Exception as error:  # noqa: BLE001 - e.g. no network for the ImageNet download
+                if backbone_weights != "imagenet":
+                    raise
+                raise SetupError(
+                    f"cannot get the ImageNet weights of {args.backbone} ({error}); "
+                    "train from scratch with --no-weights or give a file with --weights"
+                ) from error
     if initial_epoch >= args.epochs:
         raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
 

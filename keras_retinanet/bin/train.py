@@ -83,6 +83,13 @@ def parse_args(args):
         "--no-evaluation", dest="evaluation", action="store_false", help="no per-epoch validation mAP"
     )
     parser.add_argument("--freeze-backbone", action="store_true", help="keep the backbone's weights fixed")
+    parser.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the backbone's BatchNormalization in inference mode (default: on with pretrained "
+        "weights, off with --no-weights)",
+    )
     parser.add_argument("--random-transform", action="store_true", help="augment: random affine transforms and colours")
     parser.add_argument("--image-min-side", type=int, default=800, help="resize so the short side is this (default: 800)")
     parser.add_argument("--image-max-side", type=int, default=1333, help="and the long side at most this (default: 1333)")

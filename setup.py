@@ -41,7 +41,9 @@ setup(
         "opencv-python-headless>=4.5",
         "pycocotools>=2.0.6",
         "tqdm>=4.0",
+        "tensorboard>=2.16",
         "matplotlib>=3.5",
+        "pillow>=9",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pillow>=9"],

@@ -1,18 +1,183 @@
-"""retinanet-train: Train a RetinaNet detector on CSV, COCO or Pascal VOC data."""
+"""retinanet-train: train a RetinaNet detector on CSV, COCO or Pascal VOC data.
+
+    retinanet-train --backbone resnet50 csv annotations.csv classes.csv --val-annotations val.csv
+
+Snapshots ``<backbone>_<dataset>_<epoch:02d>.keras`` land in ``--snapshot-path`` after every
+epoch (written atomically, with the optimiser state); ``--snapshot`` resumes from one.
+"""
 import argparse
+import os
 import sys
 
-from keras_retinanet.bin import not_implemented
+DATASET_TYPES = ("csv", "coco", "pascal")
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 
 
 def parse_args(args):
-    parser = argparse.ArgumentParser(prog="retinanet-train", description="Train a RetinaNet detector on CSV, COCO or Pascal VOC data.")
-    return parser.parse_args(args)
+    """Parse the command line (fizyr-compatible flags plus tf.distribute / mixed precision)."""
+    parser = argparse.ArgumentParser(
+        prog="retinanet-train",
+        description="Train a RetinaNet detector on CSV, COCO or Pascal VOC data.",
+    )
+    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,coco,pascal}")
+    subparsers.required = True
+
+    coco = subparsers.add_parser("coco", help="MS COCO layout: annotations/instances_<set>.json, images/<set>/")
+    coco.add_argument("coco_path", help="path to the dataset folder (e.g. /data/coco)")
+    coco.add_argument("--train-set", default="train2017", help="training set name (default: train2017)")
+    coco.add_argument("--val-set", default="val2017", help="validation set name (default: val2017)")
+
+    pascal = subparsers.add_parser("pascal", help="Pascal VOC layout: ImageSets/Main, JPEGImages, Annotations")
+    pascal.add_argument("pascal_path", help="path to the dataset folder (e.g. /data/VOC2007)")
+    pascal.add_argument("--image-extension", default=".jpg", help="image file extension (default: .jpg)")
+    pascal.add_argument("--train-set", default="trainval", help="training set name (default: trainval)")
+    pascal.add_argument("--val-set", default="test", help="validation set name (default: test)")
+
+    csv_parser = subparsers.add_parser("csv", help="CSV files: path,x1,y1,x2,y2,class_name and class_name,id")
+    csv_parser.add_argument("annotations", help="CSV file with the training annotations")
+    csv_parser.add_argument("classes", help="CSV file with the class names and ids")
+    csv_parser.add_argument("--val-annotations", help="CSV file with the validation annotations (optional)")
+
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--snapshot", help="resume training from this training snapshot (.keras)")
+    weights.add_argument(
+        "--imagenet-weights",
+        action="store_const",
+        const=True,
+        default=True,
+        help="initialise the backbone with ImageNet weights (default; downloaded by keras.applications)",
+    )
+    weights.add_argument("--weights", help="initialise the model with the weights of this file")
+    weights.add_argument(
+        "--no-weights", dest="imagenet_weights", action="store_const", const=False, help="train from scratch"
+    )
+
+    parser.add_argument("--backbone", default="resnet50", help="backbone name (default: resnet50)")
+    parser.add_argument("--batch-size", type=int, default=1, help="global batch size (default: 1)")
+    parser.add_argument("--gpu", help="ids of the GPUs to use (as CUDA_VISIBLE_DEVICES), e.g. 0 or 0,1")
+    parser.add_argument(
+        "--multi-gpu", type=int, default=0, help="train on this many GPUs with tf.distribute.MirroredStrategy"
+    )
+    parser.add_argument("--multi-gpu-force", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="distribution: auto (mirrored over --multi-gpu GPUs, else default), default (one device), "
+        "mirrored (all visible GPUs), multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG)",
+    )
+    parser.add_argument("--initial-epoch", type=int, help="epoch to start at (default: 0, or the snapshot's)")
+    parser.add_argument("--epochs", type=int, default=50, help="number of epochs (default: 50)")
+    parser.add_argument("--steps", type=int, default=10000, help="steps per epoch (default: 10000)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (default: 1e-5)")
+    parser.add_argument(
+        "--optimizer-clipnorm", type=float, default=0.001, help="clip gradients to this norm (default: 0.001)"
+    )
+    parser.add_argument("--snapshot-path", default="./snapshots", help="where snapshots go (default: ./snapshots)")
+    parser.add_argument(
+        "--tensorboard-dir", default="./logs", help="TensorBoard log folder; '' disables (default: ./logs)"
+    )
+    parser.add_argument("--tensorboard-freq", default="epoch", help="'epoch', 'batch' or a number of batches")
+    parser.add_argument("--no-snapshots", dest="snapshots", action="store_false", help="don't save snapshots")
+    parser.add_argument(
+        "--no-evaluation", dest="evaluation", action="store_false", help="no per-epoch validation mAP"
+    )
+    parser.add_argument("--freeze-backbone", action="store_true", help="keep the backbone's weights fixed")
+    parser.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the backbone's BatchNormalization in inference mode (default: on with pretrained "
+        "weights, off with --no-weights)",
+    )
+    parser.add_argument("--random-transform", action="store_true", help="augment: random affine transforms and colours")
+    parser.add_argument("--image-min-side", type=int, default=800, help="resize so the short side is this (default: 800)")
+    parser.add_argument("--image-max-side", type=int, default=1333, help="and the long side at most this (default: 1333)")
+    parser.add_argument("--no-resize", action="store_true", help="don't resize images")
+    parser.add_argument("--config", help="config.ini with [anchor_parameters] / [pyramid_levels]")
+    parser.add_argument("--weighted-average", action="store_true", help="mAP weighted by instances per class")
+    parser.add_argument("--compute-val-loss", action="store_true", help="also compute the validation loss")
+    parser.add_argument("--reduce-lr-patience", type=int, default=2, help="epochs without improvement (default: 2)")
+    parser.add_argument("--reduce-lr-factor", type=float, default=0.1, help="LR multiplier on plateau (default: 0.1)")
+    parser.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=0,
+        help="stop after this many epochs without a better validation mAP (default: 0, never)",
+    )
+    parser.add_argument("--group-method", default="ratio", choices=("none", "random", "ratio"))
+    parser.add_argument(
+        "--workers", type=int, default=-1, help="parallel input-pipeline calls (default: -1, autotune)"
+    )
+    parser.add_argument("--max-queue-size", type=int, default=10, help="batches prefetched (default: 10)")
+    parser.add_argument("--mixed-precision", action="store_true", help="compute in float16 (mixed_float16 policy)")
+    parser.add_argument("--seed", type=int, help="seed Python, NumPy and TensorFlow for a repeatable run")
+    return check_args(parser, parser.parse_args(args))
+
+
+def check_args(parser, args):
+    """Reject impossible combinations with argparse's usual message (exit status 2)."""
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.epochs < 1 or args.steps < 1:
+        parser.error("--epochs and --steps must be >= 1")
+    if args.lr <= 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.multi_gpu < 0:
+        parser.error("--multi-gpu must be >= 0")
+    if args.multi_gpu > 1 and args.batch_size < args.multi_gpu:
+        parser.error(f"--batch-size ({args.batch_size}) must be >= --multi-gpu ({args.multi_gpu})")
+    if args.image_min_side < 32 or args.image_max_side < args.image_min_side:
+        parser.error("--image-min-side must be >= 32 and <= --image-max-side")
+    return args
+
+
+def _require_file(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def check_inputs(args):
+    """Check that every file the run needs exists, before anything heavy is imported or built."""
+    if args.dataset_type == "csv":
+        _require_file(args.annotations, "annotations file")
+        _require_file(args.classes, "classes file")
+        if args.val_annotations:
+            _require_file(args.val_annotations, "validation annotations file")
+    else:
+        root = args.coco_path if args.dataset_type == "coco" else args.pascal_path
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"dataset folder not found: {root}")
+    if args.snapshot:
+        _require_file(args.snapshot, "snapshot")
+    if args.weights:
+        _require_file(args.weights, "weights file")
+    if args.config:
+        _require_file(args.config, "config file")
+
+
+def __getattr__(name):
+    # fizyr's scripts import these from here; they live in keras_retinanet.training (lazy: TF is heavy)
+    if name in ("create_generators", "create_models", "create_callbacks"):
+        from keras_retinanet import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(args=None):
-    parse_args(sys.argv[1:] if args is None else args)
-    return not_implemented("retinanet-train")
+    args = parse_args(sys.argv[1:] if args is None else args)
+    try:
+        check_inputs(args)
+        if args.gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+        from keras_retinanet import training  # heavy imports only once the arguments are sane
+
+        run = training.prepare(args)
+    except (ValueError, OSError) as error:
+        print(f"retinanet-train: error: {error}", file=sys.stderr)
+        return 1
+    return run()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,20 @@
-"""Anchor boxes: generation per pyramid level and their placement over an image.
+"""Anchor boxes (generation per pyramid level, placement over an image) and training targets.
 
 All boxes are absolute ``x1, y1, x2, y2`` float32. Anchors of one image are ordered
 level by level (P3 first), then by feature-map row, column, and last by anchor
 (ratio-major, scale-minor) -- the order in which the model's submodels emit them.
+
+Targets follow fizyr: an anchor whose best IoU with an annotation is >= 0.5 is positive,
+in (0.4, 0.5) ignored, otherwise negative; anchors centred outside their image (in the
+batch padding) are ignored. The state (-1 ignore, 0 negative, 1 positive) is the last
+column of both target arrays.
 """
+import collections
+import threading
+
 import numpy as np
+
+from .compute_overlap import overlapping_pairs
 
 DEFAULT_PYRAMID_LEVELS = (3, 4, 5, 6, 7)
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
@@ -111,6 +121,12 @@ def shift(shape, stride, anchors):
     return all_anchors.reshape(-1, 4).astype(np.float32)
 
 
+# anchors_for_shape results kept for reuse: every batch of a shape needs the same anchors.
+_ANCHOR_CACHE_SIZE = 16
+_anchor_cache = collections.OrderedDict()
+_anchor_cache_lock = threading.Lock()
+
+
 def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shapes_callback=None):
     """All anchors of an image, over every pyramid level.
 
@@ -123,7 +139,9 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             (default ``guess_shapes``).
 
     Returns:
-        (N, 4) float32 anchors, absolute x1, y1, x2, y2.
+        (N, 4) float32 anchors, absolute x1, y1, x2, y2. The array is read-only and
+        shared by calls with the same arguments (the last few are cached), which also
+        lets ``compute_overlap`` reuse its per-array preparation; copy it to modify it.
     """
     if pyramid_levels is None:
         pyramid_levels = list(DEFAULT_PYRAMID_LEVELS)
@@ -136,8 +154,22 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             f"anchor parameters give {len(anchor_params.sizes)} sizes for "
             f"{len(pyramid_levels)} pyramid levels {list(pyramid_levels)}"
         )
-    image_shapes = shapes_callback(image_shape, pyramid_levels)
+    key = (
+        tuple(int(s) for s in image_shape),
+        tuple(int(p) for p in pyramid_levels),
+        tuple(anchor_params.sizes),
+        tuple(anchor_params.strides),
+        anchor_params.ratios.tobytes(),
+        anchor_params.scales.tobytes(),
+        shapes_callback,
+    )
+    with _anchor_cache_lock:
+        anchors = _anchor_cache.get(key)
+        if anchors is not None:
+            _anchor_cache.move_to_end(key)
+            return anchors
 
+    image_shapes = shapes_callback(image_shape, pyramid_levels)
     all_anchors = [
         shift(
             image_shapes[i],
@@ -146,9 +178,16 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
         )
         for i in range(len(pyramid_levels))
     ]
-    if not all_anchors:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.concatenate(all_anchors, axis=0)
+    if all_anchors:
+        anchors = np.concatenate(all_anchors, axis=0)
+    else:
+        anchors = np.zeros((0, 4), dtype=np.float32)
+    anchors.flags.writeable = False
+    with _anchor_cache_lock:
+        _anchor_cache[key] = anchors
+        while len(_anchor_cache) > _ANCHOR_CACHE_SIZE:
+            _anchor_cache.popitem(last=False)
+    return anchors
 
 
 def bbox_transform(anchors, gt_boxes, mean=None, std=None):
@@ -173,3 +212,227 @@ def bbox_transform(anchors, gt_boxes, mean=None, std=None):
     scale = np.stack([widths, heights, widths, heights], axis=1)
     targets = (gt_boxes - anchors) / scale
     return ((targets - mean) / std).astype(np.float32)
+
+
+# Data alignment TensorFlow needs to adopt a NumPy buffer without copying it.
+TENSOR_ALIGNMENT = 64
+
+
+def aligned_zeros(shape, dtype=np.float32):
+    """``np.zeros`` whose data is TENSOR_ALIGNMENT-byte aligned.
+
+    TensorFlow (``tf.numpy_function`` outputs, ``tf.constant``) takes such arrays over
+    without a copy. Large zero arrays are mapped lazily by the OS: writing a few rows of
+    one costs only those rows' pages, and untouched pages read as zeros for free.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.zeros(nbytes + TENSOR_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % TENSOR_ALIGNMENT
+    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+# IoU thresholds of the anchor assignment (fizyr's defaults).
+DEFAULT_NEGATIVE_OVERLAP = 0.4
+DEFAULT_POSITIVE_OVERLAP = 0.5
+
+# Anchor states, stored in the last column of the regression and classification targets.
+ANCHOR_IGNORE = -1
+ANCHOR_NEGATIVE = 0
+ANCHOR_POSITIVE = 1
+
+
+def _check_overlaps(negative_overlap, positive_overlap):
+    if not 0.0 <= negative_overlap <= positive_overlap <= 1.0:
+        raise ValueError(
+            "expected 0 <= negative_overlap <= positive_overlap <= 1, got "
+            f"negative_overlap={negative_overlap}, positive_overlap={positive_overlap}"
+        )
+
+
+def _best_matches(anchors, annotations, negative_overlap, positive_overlap):
+    """Best annotation of every anchor whose best IoU is > negative_overlap or >= positive_overlap.
+
+    Returns:
+        anchor_ids (M,), box_ids (M,) intp and ious (M,) float64, one entry per such
+        anchor, sorted by anchor; ties go to the lowest box index.
+    """
+    _check_overlaps(negative_overlap, positive_overlap)
+    # An IoU equal to positive_overlap must be seen even when both thresholds are equal.
+    threshold = max(min(negative_overlap, np.nextafter(positive_overlap, -np.inf)), 0.0)
+    anchor_ids, box_ids, ious = overlapping_pairs(anchors, annotations, threshold)
+    # Sort by anchor, then IoU descending, then box index; keep the first of each anchor.
+    order = np.lexsort((box_ids, -ious, anchor_ids))
+    anchor_ids, box_ids, ious = anchor_ids[order], box_ids[order], ious[order]
+    first = np.ones(len(anchor_ids), dtype=bool)
+    first[1:] = anchor_ids[1:] != anchor_ids[:-1]
+    return anchor_ids[first], box_ids[first], ious[first]
+
+
+def compute_gt_annotations(
+    anchors,
+    annotations,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Match every anchor to the annotation box it overlaps most.
+
+    Args:
+        anchors: (N, 4) float, absolute x1, y1, x2, y2.
+        annotations: (K, 4) float annotation boxes, absolute x1, y1, x2, y2.
+        negative_overlap: anchors whose best IoU is at most this are negatives.
+        positive_overlap: anchors whose best IoU is at least this are positives; those
+            in between are ignored.
+
+    Returns:
+        positive_indices: (N,) bool, best IoU >= positive_overlap.
+        ignore_indices: (N,) bool, negative_overlap < best IoU < positive_overlap.
+        argmax_overlaps_inds: (N,) intp index of the best annotation for every anchor
+            whose best IoU is above negative_overlap (ties go to the lowest index), 0 for
+            the others, whose match no loss looks at (fizyr computed it for them too).
+    """
+    num_anchors = len(anchors)
+    anchor_ids, box_ids, ious = _best_matches(anchors, annotations, negative_overlap, positive_overlap)
+    max_overlaps = np.zeros(num_anchors, dtype=np.float64)
+    max_overlaps[anchor_ids] = ious
+    argmax_overlaps_inds = np.zeros(num_anchors, dtype=np.intp)
+    argmax_overlaps_inds[anchor_ids] = box_ids
+    positive_indices = max_overlaps >= positive_overlap
+    ignore_indices = (max_overlaps > negative_overlap) & ~positive_indices
+    return positive_indices, ignore_indices, argmax_overlaps_inds
+
+
+def anchors_outside_image(anchors, image_shape):
+    """(N,) bool: anchors whose centre lies at or beyond the right or bottom image border.
+
+    Args:
+        anchors: (N, 4) float, absolute x1, y1, x2, y2.
+        image_shape: (H, W[, C]) of the image without batch padding.
+    """
+    anchors = np.asarray(anchors)
+    height, width = image_shape[:2]
+    # centre >= side  <=>  x1 + x2 >= 2 * side
+    return (anchors[:, 0] + anchors[:, 2] >= 2 * width) | (anchors[:, 1] + anchors[:, 3] >= 2 * height)
+
+
+def anchor_assignment(
+    anchors,
+    image_shape,
+    boxes,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Which anchors of one image are positive (and their box) and which are ignored.
+
+    Anchors whose best IoU with a box is >= positive_overlap are positive, those with
+    best IoU in (negative_overlap, positive_overlap) are ignored, and so are all anchors
+    whose centre falls outside the image (in the batch padding), whatever their IoU; all
+    others are negative. The result is sparse: building dense targets from it costs only
+    the rows that are not negative.
+
+    Args:
+        anchors: (N, 4) float32 anchors of the (padded) network input.
+        image_shape: (H, W[, C]) of the image before batch padding, or None.
+        boxes: (K, 4) float annotation boxes, absolute x1, y1, x2, y2.
+        negative_overlap, positive_overlap: IoU thresholds.
+
+    Returns:
+        positive_indices: (P,) intp anchors with state 1, increasing.
+        matched_boxes: (P,) intp index into ``boxes`` of each positive anchor's box.
+        ignore_indices: (I,) intp anchors with state -1 (no overlap with positives).
+    """
+    anchors = np.asarray(anchors)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    empty = np.zeros(0, dtype=np.intp)
+    positive, matched, ignored = empty, empty, empty
+    if len(boxes):
+        anchor_ids, box_ids, ious = _best_matches(anchors, boxes, negative_overlap, positive_overlap)
+        is_positive = ious >= positive_overlap
+        positive, matched = anchor_ids[is_positive], box_ids[is_positive]
+        ignored = anchor_ids[~is_positive & (ious > negative_overlap)]
+    if image_shape is not None:
+        outside = anchors_outside_image(anchors, image_shape)
+        if len(positive):
+            inside = ~outside[positive]
+            positive, matched = positive[inside], matched[inside]
+        if len(ignored):
+            ignored = ignored[~outside[ignored]]
+        ignored = np.concatenate([ignored, np.flatnonzero(outside)])
+    return positive, matched, ignored
+
+
+def anchor_targets_bbox(
+    anchors,
+    image_group,
+    annotations_group,
+    num_classes,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Regression and classification targets of a batch (fizyr's layout).
+
+    Args:
+        anchors: (N, 4) float32 anchors of the padded batch input
+            (``anchors_for_shape(batch_image_shape, ...)``).
+        image_group: B images (or their shapes (H, W[, C])) before batch padding; anchors
+            whose centre falls outside its image are ignored.
+        annotations_group: B dicts with ``bboxes`` (K, 4) absolute x1, y1, x2, y2 and
+            ``labels`` (K,) in [0, num_classes).
+        num_classes: number of classes C.
+        negative_overlap: best IoU at most this -> negative (state 0).
+        positive_overlap: best IoU at least this -> positive (state 1); in between ->
+            ignored (state -1).
+
+    Returns:
+        regression_batch: (B, N, 4 + 1) float32: ``bbox_transform`` targets of positive
+            anchors (zero elsewhere: the regression loss only reads positives), then the
+            anchor state.
+        labels_batch: (B, N, C + 1) float32: one-hot class of positive anchors (zero
+            elsewhere), then the anchor state.
+    """
+    if len(image_group) != len(annotations_group):
+        raise ValueError(
+            f"got {len(image_group)} images but {len(annotations_group)} annotation sets"
+        )
+    anchors = np.asarray(anchors)
+    batch_size, num_anchors = len(image_group), len(anchors)
+    # Untouched zero pages cost nothing: only the rows written below do, and the result
+    # (aligned) goes into TensorFlow without a copy.
+    regression_batch = aligned_zeros((batch_size, num_anchors, 4 + 1), np.float32)
+    labels_batch = aligned_zeros((batch_size, num_anchors, num_classes + 1), np.float32)
+
+    for index, (image, annotations) in enumerate(zip(image_group, annotations_group)):
+        image_shape = image.shape if hasattr(image, "shape") else image
+        boxes, labels = check_annotations(annotations, num_classes, f"image {index} of the batch")
+        positive, matched, ignored = anchor_assignment(
+            anchors, image_shape, boxes, negative_overlap, positive_overlap
+        )
+        regression_batch[index, ignored, -1] = ANCHOR_IGNORE
+        labels_batch[index, ignored, -1] = ANCHOR_IGNORE
+        regression_batch[index, positive, -1] = ANCHOR_POSITIVE
+        labels_batch[index, positive, -1] = ANCHOR_POSITIVE
+        regression_batch[index, positive, :4] = bbox_transform(anchors[positive], boxes[matched])
+        labels_batch[index, positive, labels[matched]] = 1.0
+    return regression_batch, labels_batch
+
+
+def check_annotations(annotations, num_classes, where="annotations"):
+    """``(bboxes (K, 4) float64, labels (K,) int64)`` of an annotations dict, checked.
+
+    Raises:
+        ValueError: naming ``where``, when boxes and labels differ in number or a label
+            is outside [0, num_classes).
+    """
+    boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(annotations["labels"]).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
+    if len(labels) and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise ValueError(f"{where}: labels must be integers, got {labels.tolist()}")
+    labels = labels.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{where}: labels {sorted(set(labels.tolist()))} outside [0, {num_classes})"
+        )
+    return boxes, labels

@@ -1,0 +1,144 @@
+"""Callbacks that make long training runs safe: atomic snapshots, a NaN guard, epoch summaries."""
+import math
+import os
+import re
+import time
+
+import keras
+
+SNAPSHOT_EPOCH_PATTERN = re.compile(r"_(\d+)\.keras$")
+
+
+def snapshot_path(directory, backbone, dataset_type, epoch):
+    """Path of the snapshot written after ``epoch`` (1-based): ``<backbone>_<dataset>_<epoch:02d>.keras``."""
+    return os.path.join(directory, f"{backbone}_{dataset_type}_{epoch:02d}.keras")
+
+
+def epoch_from_snapshot(path):
+    """Number of epochs a snapshot has completed, from its name (``resnet50_csv_07.keras`` -> 7), or None."""
+    match = SNAPSHOT_EPOCH_PATTERN.search(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def save_atomically(model, path):
+    """Save ``model`` to ``path`` so that a crash mid-write never leaves a truncated file there.
+
+    The model is written to a temporary file in the same folder, then renamed over ``path``
+    (a rename within one file system is atomic).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _finite(value):
+    return value is not None and math.isfinite(float(value))
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Write the training model (with its optimiser state) after every epoch, atomically.
+
+    Args:
+        directory: folder of the snapshots.
+        backbone, dataset_type: parts of the file name ``<backbone>_<dataset>_<epoch:02d>.keras``.
+        model: the model to save (default: the model being trained).
+
+    Attributes:
+        last_path: the newest snapshot written, or the one training was resumed from.
+    """
+
+    def __init__(self, directory, backbone, dataset_type, model=None, last_path=None):
+        super().__init__()
+        self.directory = directory
+        self.backbone = backbone
+        self.dataset_type = dataset_type
+        self._model_to_save = model
+        self.last_path = last_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "loss" in logs and not _finite(logs["loss"]):
+            return  # never overwrite good weights with diverged ones
+        path = snapshot_path(self.directory, self.backbone, self.dataset_type, epoch + 1)
+        save_atomically(self._model_to_save or self.model, path)
+        self.last_path = path
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop training as soon as the loss stops being finite, and say where to restart from.
+
+    Args:
+        snapshot: the ``Snapshot`` callback whose ``last_path`` names the last good snapshot
+            (or None when snapshots are off).
+    """
+
+    def __init__(self, snapshot=None):
+        super().__init__()
+        self.snapshot = snapshot
+        self.message = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or _finite(loss):
+            return
+        last = self.snapshot.last_path if self.snapshot is not None else None
+        where = f"last good snapshot: {last}" if last else "no snapshot was written before it"
+        self.message = (
+            f"training stopped: the loss became {float(loss)} in epoch {self._epoch + 1}, "
+            f"batch {batch + 1}; {where}. Lower --lr or check the annotations."
+        )
+        self.model.stop_training = True
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Print one line per epoch: losses, validation mAP, learning rate, images/s, duration.
+
+    Args:
+        batch_size: images per step (global batch).
+        print_fn: where lines go (default ``print``).
+    """
+
+    def __init__(self, batch_size, print_fn=print):
+        super().__init__()
+        self.batch_size = batch_size
+        self.print_fn = print_fn
+        self.history = []
+        self._start = None
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        seconds = time.perf_counter() - self._start
+        images_per_second = self._steps * self.batch_size / seconds if seconds > 0 else float("nan")
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {
+            "epoch": epoch + 1,
+            "seconds": seconds,
+            "images_per_second": images_per_second,
+            "lr": learning_rate,
+        }
+        row.update({k: float(v) for k, v in logs.items() if k not in ("learning_rate",)})
+        self.history.append(row)
+        parts = [f"epoch {epoch + 1}"]
+        parts += [f"{k} {float(v):.4f}" for k, v in logs.items() if k.endswith("loss")]
+        if "mAP" in logs:
+            parts.append(f"mAP {float(logs['mAP']):.4f}")
+        parts += [f"lr {learning_rate:.2e}", f"{images_per_second:.1f} images/s", f"{seconds:.0f} s"]
+        # Keras finishes its progress bar after the user's callbacks: start on a fresh line
+        self.print_fn("\n" + " | ".join(parts))

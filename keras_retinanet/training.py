@@ -1,0 +1,367 @@
+"""What ``retinanet-train`` does, as functions: strategy, generators, models, callbacks, the run.
+
+``bin/train.py`` parses the command line; ``prepare(args)`` checks everything and builds
+what training needs (so bad input fails before the first step), and returns the
+function that trains. ``create_generators``, ``create_models`` and ``create_callbacks``
+keep fizyr's names for scripts that assemble their own training.
+"""
+import os
+import sys
+
+import keras
+import tensorflow as tf
+
+from keras_retinanet import losses, models
+from keras_retinanet.callbacks.training import (
+    EpochSummary,
+    NanGuard,
+    Snapshot,
+    epoch_from_snapshot,
+)
+from keras_retinanet.models.retinanet import retinanet_bbox
+from keras_retinanet.preprocessing.pipeline import build_dataset
+from keras_retinanet.utils.anchors import AnchorParameters
+from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+from keras_retinanet.utils.image import random_visual_effect_generator
+from keras_retinanet.utils.transform import random_transform_generator
+
+
+# Keras' default BatchNormalization momentum (0.99) leaves the moving statistics of a backbone
+# trained from scratch far behind its weights for hundreds of steps, so evaluation (inference
+# mode) sees garbage; 0.9 tracks them within a few dozen steps.
+TRAINABLE_BN_MOMENTUM = 0.9
+
+
+class SetupError(ValueError):
+    """Bad input found before training starts."""
+
+
+def create_strategy(name="auto", multi_gpu=0):
+    """The tf.distribute strategy for a run.
+
+    Args:
+        name: 'auto' (mirrored over ``multi_gpu`` GPUs when > 1, else the default),
+            'default' (one device), 'mirrored' (all visible GPUs; without GPUs, all
+            logical CPU devices, which is how the distributed path is tested on a CPU),
+            'multi-worker' (MultiWorkerMirroredStrategy configured by TF_CONFIG).
+        multi_gpu: number of GPUs for 'auto'.
+    """
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise SetupError("--strategy multi-worker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "auto" and multi_gpu > 1:
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) < multi_gpu:
+            raise SetupError(f"--multi-gpu {multi_gpu} asked for, but {len(gpus)} GPU(s) are visible")
+        return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus[:multi_gpu]])
+    return tf.distribute.get_strategy()
+
+
+def _anchor_config(config):
+    anchor_params = AnchorParameters.default
+    pyramid_levels = None
+    if config is not None:
+        if "anchor_parameters" in config:
+            anchor_params = parse_anchor_parameters(config)
+        if "pyramid_levels" in config:
+            pyramid_levels = parse_pyramid_levels(config)
+    return anchor_params, pyramid_levels
+
+
+def create_generators(args, preprocess_image):
+    """Training and validation generators for ``args.dataset_type`` (validation may be None).
+
+    The training generator augments when ``args.random_transform`` is set (affine
+    transforms and colour changes), else only flips horizontally half of the time.
+    """
+    common = {
+        "batch_size": args.batch_size,
+        "config": args.config_parsed,
+        "image_min_side": args.image_min_side,
+        "image_max_side": args.image_max_side,
+        "no_resize": args.no_resize,
+        "preprocess_image": preprocess_image,
+    }
+    if args.random_transform:
+        transform_generator = random_transform_generator(
+            min_rotation=-0.1,
+            max_rotation=0.1,
+            min_translation=(-0.1, -0.1),
+            max_translation=(0.1, 0.1),
+            min_shear=-0.1,
+            max_shear=0.1,
+            min_scaling=(0.9, 0.9),
+            max_scaling=(1.1, 1.1),
+            flip_x_chance=0.5,
+            flip_y_chance=0.5,
+        )
+        visual_effect_generator = random_visual_effect_generator(
+            contrast_range=(0.9, 1.1),
+            brightness_range=(-0.1, 0.1),
+            hue_range=(-0.05, 0.05),
+            saturation_range=(0.95, 1.05),
+        )
+    else:
+        transform_generator = random_transform_generator(flip_x_chance=0.5)
+        visual_effect_generator = None
+    train_kwargs = dict(
+        common,
+        transform_generator=transform_generator,
+        visual_effect_generator=visual_effect_generator,
+        group_method=args.group_method,
+    )
+    val_kwargs = dict(common, shuffle_groups=False)
+
+    if args.dataset_type == "csv":
+        from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+
+        train = CSVGenerator(args.annotations, args.classes, **train_kwargs)
+        val = CSVGenerator(args.val_annotations, args.classes, **val_kwargs) if args.val_annotations else None
+    elif args.dataset_type == "coco":
+        from keras_retinanet.preprocessing.coco import CocoGenerator
+
+        train = CocoGenerator(args.coco_path, args.train_set, **train_kwargs)
+        val = CocoGenerator(args.coco_path, args.val_set, **val_kwargs)
+    elif args.dataset_type == "pascal":
+        from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator
+
+        extension = {"image_extension": args.image_extension}
+        train = PascalVocGenerator(args.pascal_path, args.train_set, **extension, **train_kwargs)
+        val = PascalVocGenerator(args.pascal_path, args.val_set, **extension, **val_kwargs)
+    else:
+        raise SetupError(f"unknown dataset type {args.dataset_type!r}")
+    return train, val
+
+
+def create_models(
+    backbone_retinanet,
+    num_classes,
+    weights,
+    multi_gpu=0,
+    freeze_backbone=False,
+    lr=1e-5,
+    optimizer_clipnorm=0.001,
+    config=None,
+    backbone_weights=None,
+    freeze_bn=True,
+):
+    """Build and compile the training model and its inference twin (fizyr's signature).
+
+    Args:
+        backbone_retinanet: ``Backbone.retinanet``.
+        num_classes: number of object classes.
+        weights: file of weights for the whole model (loaded where shapes match), or None.
+        multi_gpu: unused (kept for compatibility; build inside a strategy scope instead).
+        freeze_backbone: keep the backbone's weights fixed.
+        lr, optimizer_clipnorm: Adam's learning rate and gradient clipping norm.
+        config: parsed config.ini (anchor parameters, pyramid levels) or None.
+        backbone_weights: 'imagenet', a weights file of the bare keras.applications
+            backbone, or None (random).
+        freeze_bn: run the backbone's BatchNormalization in inference mode (right with
+            pretrained weights and small batches); otherwise BN trains, with momentum
+            ``TRAINABLE_BN_MOMENTUM``.
+
+    Returns:
+        (model, training_model, prediction_model); model and training_model are the same.
+    """
+    anchor_params, pyramid_levels = _anchor_config(config)
+    kwargs = {
+        "num_anchors": anchor_params.num_anchors(),
+        "weights": backbone_weights,
+        "freeze_bn": freeze_bn,
+        "freeze_backbone": freeze_backbone,
+    }
+    if pyramid_levels is not None:
+        kwargs["pyramid_levels"] = pyramid_levels
+    model = backbone_retinanet(num_classes, **kwargs)
+    if not freeze_bn:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+                layer.momentum = TRAINABLE_BN_MOMENTUM
+    if weights is not None:
+        model.load_weights(weights, skip_mismatch=True)
+    compile_training_model(model, lr, optimizer_clipnorm)
+    prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
+    return model, model, prediction_model
+
+
+def compile_training_model(model, lr=1e-5, optimizer_clipnorm=0.001):
+    """Adam with gradient clipping, smooth-L1 on ``regression`` and focal loss on ``classification``."""
+    model.compile(
+        loss={"regression": losses.smooth_l1(), "classification": losses.focal()},
+        optimizer=keras.optimizers.Adam(learning_rate=lr, clipnorm=optimizer_clipnorm),
+    )
+
+
+def create_callbacks(model, training_model, prediction_model, validation_generator, args):
+    """Snapshots, NaN guard, validation mAP, LR schedule, early stopping, TensorBoard, summaries.
+
+    Returns:
+        (callbacks, snapshot callback or None, NaN guard, epoch summary).
+    """
+    callbacks = []
+    tensorboard = None
+    if args.tensorboard_dir:
+        os.makedirs(args.tensorboard_dir, exist_ok=True)
+        freq = int(args.tensorboard_freq) if str(args.tensorboard_freq).isdigit() else args.tensorboard_freq
+        tensorboard = keras.callbacks.TensorBoard(log_dir=args.tensorboard_dir, update_freq=freq)
+
+    if args.evaluation and validation_generator is not None:
+        from keras_retinanet.callbacks.eval import Evaluate
+
+        callbacks.append(
+            Evaluate(
+                validation_generator,
+                tensorboard=tensorboard,
+                weighted_average=args.weighted_average,
+                prediction_model=prediction_model,
+            )
+        )
+    if tensorboard is not None:
+        callbacks.append(tensorboard)  # after Evaluate, so that mAP is in the logs it writes
+
+    snapshot = None
+    if args.snapshots:
+        snapshot = Snapshot(
+            args.snapshot_path,
+            args.backbone,
+            args.dataset_type,
+            model=model,
+            last_path=args.snapshot,
+        )
+        callbacks.append(snapshot)
+    nan_guard = NanGuard(snapshot)
+    callbacks.append(nan_guard)
+
+    monitor_map = args.evaluation and validation_generator is not None
+    callbacks.append(
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="loss",
+            factor=args.reduce_lr_factor,
+            patience=args.reduce_lr_patience,
+            mode="min",
+            min_delta=1e-4,
+            verbose=1,
+        )
+    )
+    if monitor_map and args.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="mAP", mode="max", patience=args.early_stopping_patience, verbose=1
+            )
+        )
+    summary = EpochSummary(args.batch_size)
+    callbacks.append(summary)
+    return callbacks, snapshot, nan_guard, summary
+
+
+def _load_snapshot(path, backbone_name):
+    try:
+        model = models.load_model(path, backbone_name=backbone_name)
+    except Exception as error:  # noqa: BLE001 - any failure to read is reported with the path
+        raise SetupError(f"cannot load snapshot {path}: {error}") from error
+    try:
+        models.assert_training_model(model)
+    except AssertionError as error:
+        raise SetupError(
+            f"snapshot {path} is not a training model ({error}); --snapshot takes a file "
+            "written by retinanet-train, not a converted inference model"
+        ) from error
+    if model.optimizer is None:
+        raise SetupError(f"snapshot {path} has no optimiser state; it was not written by retinanet-train")
+    return model
+
+
+def prepare(args):
+    """Check the inputs and build generators, models and callbacks; return ``run() -> exit code``."""
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    args.config_parsed = read_config_file(args.config) if args.config else None
+    backbone = models.backbone(args.backbone)
+    strategy = create_strategy(args.strategy, args.multi_gpu)
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size < replicas or args.batch_size % replicas:
+        raise SetupError(
+            f"--batch-size ({args.batch_size}) must be a multiple of the number of replicas ({replicas})"
+        )
+
+    train_generator, validation_generator = create_generators(args, backbone.preprocess_image)
+    if train_generator.size() == 0:
+        raise SetupError("the training set has no images")
+    if validation_generator is not None and validation_generator.size() == 0:
+        validation_generator = None
+
+    initial_epoch = args.initial_epoch or 0
+    with strategy.scope():
+        if args.snapshot:
+            model = _load_snapshot(args.snapshot, args.backbone)
+            training_model = model
+            anchor_params, pyramid_levels = _anchor_config(args.config_parsed)
+            prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
+            if args.initial_epoch is None:
+                initial_epoch = epoch_from_snapshot(args.snapshot) or 0
+        else:
+            pretrained = bool(args.weights or args.imagenet_weights)
+            freeze_bn = pretrained if args.freeze_bn is None else args.freeze_bn
+            backbone_weights = "imagenet" if args.imagenet_weights and not args.weights else None
+            try:
+                model, training_model, prediction_model = create_models(
+                    backbone.retinanet,
+                    train_generator.num_classes(),
+                    weights=args.weights,
+                    freeze_backbone=args.freeze_backbone,
+                    lr=args.lr,
+                    optimizer_clipnorm=args.optimizer_clipnorm,
+                    config=args.config_parsed,
+                    backbone_weights=backbone_weights,
+                    freeze_bn=freeze_bn,
+                )
+            except Exception as error:  # noqa: BLE001 - e.g. no network for the ImageNet download
+                if backbone_weights != "imagenet":
+                    raise
+                raise SetupError(
+                    f"cannot get the ImageNet weights of {args.backbone} ({error}); "
+                    "train from scratch with --no-weights or give a file with --weights"
+                ) from error
+    if initial_epoch >= args.epochs:
+        raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
+
+    workers = tf.data.AUTOTUNE if args.workers < 0 else max(1, args.workers)
+    train_data = build_dataset(
+        train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size, repeat=True, seed=args.seed
+    )
+    validation_data = None
+    if args.compute_val_loss and validation_generator is not None:
+        validation_data = build_dataset(validation_generator, num_parallel_calls=workers, repeat=False)
+    callbacks, _, nan_guard, _ = create_callbacks(
+        model, training_model, prediction_model, validation_generator, args
+    )
+
+    def run():
+        try:
+            training_model.fit(
+                train_data,
+                steps_per_epoch=args.steps,
+                epochs=args.epochs,
+                initial_epoch=initial_epoch,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles its groups itself
+                verbose=1,
+            )
+        except KeyboardInterrupt:
+            print("\nretinanet-train: interrupted; the snapshots written so far are kept", file=sys.stderr)
+            return 130
+        if nan_guard.message:
+            print(f"retinanet-train: error: {nan_guard.message}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run

@@ -8,9 +8,9 @@ Both take ``y_true`` with the anchor state in its last column:
 
 Each loss returns one scalar per batch: the sum over anchors divided by
 ``max(1, number of positive anchors in the batch)``, computed in float32 (also under a
-mixed-precision policy). Under ``tf.distribute`` every replica normalises by its own
-positives and the result is divided by the number of replicas, as Keras does for its
-built-in losses, so that the summed gradients are the mean over replicas.
+mixed-precision policy). Under ``tf.distribute`` the positives are counted over the whole
+global batch (all replicas), so the replicas' losses and gradients add up to exactly those
+of one device on the same batch.
 """
 import keras
 import tensorflow as tf
@@ -31,13 +31,16 @@ def _split_targets(y_true, y_pred):
 
 
 def _normalise(total, anchor_state):
-    """``total / max(1, #positives)``, scaled for the number of tf.distribute replicas."""
+    """``total / max(1, #positives)``, with the positives of the whole global batch.
+
+    Under tf.distribute each replica divides its own sum by the positives of all replicas
+    (an all-reduce), so the replicas' losses add up to exactly the single-device loss.
+    """
     num_positive = tf.reduce_sum(tf.cast(tf.equal(anchor_state, POSITIVE_STATE), tf.float32))
-    loss = total / tf.maximum(1.0, num_positive)
-    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if num_replicas > 1:
-        loss = loss / float(num_replicas)
-    return loss
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context is not None and replica_context.num_replicas_in_sync > 1:
+        num_positive = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, num_positive)
+    return total / tf.maximum(1.0, num_positive)
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")

@@ -105,7 +105,7 @@ def test_losses_serialize(factory, kwargs):
 
 
 def test_losses_under_mirrored_strategy_with_two_replicas():
-    """Each replica normalises by its own positives; the replica sum is their mean."""
+    """Replicas normalise by the positives of the global batch: their sum is the one-device loss."""
     script = textwrap.dedent(
         """
         import numpy as np, tensorflow as tf
@@ -129,6 +129,7 @@ def test_losses_under_mirrored_strategy_with_two_replicas():
     assert result.returncode == 0, result.stderr[-2000:]
     replicas, total = result.stdout.split()
     assert replicas == "2"
-    # replica 0: (2 * 0.5 log 2) / 2 positives; replica 1: (0.5 log 2 + 0.5 log 2) / 1 positive
-    expected = (0.5 * np.log(2) + np.log(2)) / 2
+    # replica 0 sums 2 * 0.5 log 2 over 2 positives, replica 1 sums 0.5 log 2 + 0.5 log 2 over
+    # 1 positive and 1 negative: one device sees 2 log 2 over 3 positives
+    expected = 2 * np.log(2) / 3
     assert float(total) == pytest.approx(expected, rel=1e-5)

@@ -1,18 +1,318 @@
-"""retinanet-evaluate: Evaluate a RetinaNet model: VOC mAP and COCO metrics."""
+"""retinanet-evaluate: VOC mAP and COCO metrics of a RetinaNet snapshot on a dataset.
+
+    retinanet-evaluate csv val.csv classes.csv snapshots/model.keras --convert-model
+    retinanet-evaluate pascal /data/VOCdevkit/VOC2007 model.keras --metric all --save-path out/
+    retinanet-evaluate coco /data/COCO model.keras --batch-size 4 --json figures.json
+
+Options may stand before the dataset type or after its arguments. Prints a table of
+classes (instances, AP), the mean and the instance-weighted mean AP, the inference time
+and, with --metric coco|all, COCOeval's 12 figures (against the dataset's own annotations
+for COCO, against its boxes for CSV and Pascal VOC).
+"""
 import argparse
+import json
+import math
+import os
 import sys
 
-from keras_retinanet.bin import not_implemented
+DATASET_TYPES = ("csv", "pascal", "coco")
+METRICS = ("voc", "coco", "all")
+DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
+DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
+
+
+class ToolError(Exception):
+    """A problem with the tool's input, reported as one line and exit status 1."""
+
+
+def _add_options(parser, suppress):
+    """Options shared by every dataset type.
+
+    The sub-command parsers get them too (with suppressed defaults, so a value given
+    before the sub-command is not overwritten), letting options follow the positionals.
+    """
+
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--convert-model", action="store_true", default=default(False),
+                        help="the snapshot is a training model: convert it to an inference model first")
+    parser.add_argument("--backbone", default=default("resnet50"), help="backbone of the model (default resnet50)")
+    parser.add_argument("--gpu", default=default(None), help="id of the GPU to use (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--score-threshold", type=float, default=default(0.05),
+                        help="ignore detections with a lower score (default 0.05)")
+    parser.add_argument("--iou-threshold", type=float, default=default(0.5),
+                        help="minimum IoU of a true positive for VOC mAP (default 0.5)")
+    parser.add_argument("--max-detections", type=int, default=default(100),
+                        help="detections kept per image, best first (default 100)")
+    parser.add_argument("--save-path", default=default(None),
+                        help="write each image with ground truth and detections drawn, and a "
+                             "precision-recall plot per class, into this folder")
+    parser.add_argument("--image-min-side", type=int, default=default(800),
+                        help="resize images so the smallest side is this long (default 800)")
+    parser.add_argument("--image-max-side", type=int, default=default(1333),
+                        help="... unless the largest side then exceeds this (default 1333)")
+    parser.add_argument("--no-resize", action="store_true", default=default(False), help="do not resize images")
+    parser.add_argument("--config", default=default(None),
+                        help="config .ini with anchor parameters / pyramid levels (used with --convert-model)")
+    parser.add_argument("--group-method", choices=("none", "random", "ratio"), default=default("none"),
+                        help="accepted for compatibility; evaluation visits images in order")
+    parser.add_argument("--metric", choices=METRICS, default=default(None),
+                        help="voc (mAP), coco (COCOeval) or all (default: coco for COCO, else voc)")
+    parser.add_argument("--batch-size", type=int, default=default(1), help="images per inference call (default 1)")
+    parser.add_argument("--json", default=default(None), metavar="OUT", help="write every figure to this JSON file")
 
 
 def parse_args(args):
-    parser = argparse.ArgumentParser(prog="retinanet-evaluate", description="Evaluate a RetinaNet model: VOC mAP and COCO metrics.")
-    return parser.parse_args(args)
+    """Parse the command line (a list of strings)."""
+    parser = argparse.ArgumentParser(
+        prog="retinanet-evaluate", description="Evaluate a RetinaNet model: VOC mAP and COCO metrics."
+    )
+    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,pascal,coco}", help="dataset type")
+    subparsers.required = True
+
+    csv_parser = subparsers.add_parser("csv", help="CSV annotations (path,x1,y1,x2,y2,class_name)")
+    csv_parser.add_argument("annotations", help="CSV file with the annotations to evaluate on")
+    csv_parser.add_argument("classes", help="CSV file with the class mapping (class_name,id)")
+
+    pascal_parser = subparsers.add_parser("pascal", help="Pascal VOC folder (e.g. VOCdevkit/VOC2007)")
+    pascal_parser.add_argument("pascal_path", help="dataset folder")
+    pascal_parser.add_argument("--set-name", default=DEFAULT_SET_NAME["pascal"], help="image set (default test)")
+    pascal_parser.add_argument("--image-extension", default=".jpg", help="image file extension (default .jpg)")
+
+    coco_parser = subparsers.add_parser("coco", help="COCO folder (annotations/instances_<set>.json, images/<set>/)")
+    coco_parser.add_argument("coco_path", help="dataset folder")
+    coco_parser.add_argument("--set-name", default=DEFAULT_SET_NAME["coco"], help="set name (default val2017)")
+
+    # the model comes after the dataset's positionals (fizyr's order); a positional of the
+    # main parser would swallow options written after them
+    for sub_parser in (csv_parser, pascal_parser, coco_parser):
+        sub_parser.add_argument("model", help="snapshot (.keras) to evaluate")
+        _add_options(sub_parser, suppress=True)
+    _add_options(parser, suppress=False)
+
+    parsed = parser.parse_args(args)
+    if parsed.metric is None:
+        parsed.metric = DEFAULT_METRIC[parsed.dataset_type]
+    if parsed.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {parsed.batch_size}")
+    if parsed.max_detections < 1:
+        parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
+    if not 0 < parsed.iou_threshold <= 1:
+        parser.error(f"--iou-threshold must be in (0, 1], got {parsed.iou_threshold}")
+    return parsed
+
+
+# ------------------------------------------------------------------------ input checks
+
+
+def check_inputs(args):
+    """Raise ToolError if a file or folder named on the command line does not exist."""
+    required = [("model file", args.model, os.path.isfile)]
+    if args.dataset_type == "csv":
+        required += [("annotations file", args.annotations, os.path.isfile),
+                     ("classes file", args.classes, os.path.isfile)]
+    elif args.dataset_type == "pascal":
+        required.append(("Pascal VOC folder", args.pascal_path, os.path.isdir))
+    else:
+        required.append(("COCO folder", args.coco_path, os.path.isdir))
+    if args.config:
+        required.append(("config file", args.config, os.path.isfile))
+    for what, path, exists in required:
+        if not exists(path):
+            raise ToolError(f"{what} not found: {path}")
+
+
+def _one_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def create_generator(args, preprocess_image):
+    """The evaluation generator of the dataset type, images in order, no augmentation."""
+    common = {
+        "config": args.config,
+        "image_min_side": args.image_min_side,
+        "image_max_side": args.image_max_side,
+        "no_resize": args.no_resize,
+        "preprocess_image": preprocess_image,
+        "group_method": args.group_method,
+        "shuffle_groups": False,
+    }
+    try:
+        if args.dataset_type == "csv":
+            from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+
+            return CSVGenerator(args.annotations, args.classes, **common)
+        if args.dataset_type == "pascal":
+            from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator
+
+            return PascalVocGenerator(args.pascal_path, args.set_name, image_extension=args.image_extension, **common)
+        from keras_retinanet.preprocessing.coco import CocoGenerator
+
+        return CocoGenerator(args.coco_path, args.set_name, **common)
+    except (ValueError, OSError, KeyError) as error:
+        raise ToolError(_one_line(error)) from None
+
+
+def get_backbone(args):
+    """The Backbone named by --backbone (it knows the image preprocessing)."""
+    from keras_retinanet import models
+
+    try:
+        return models.backbone(args.backbone)
+    except ValueError as error:
+        raise ToolError(_one_line(error)) from None
+
+
+def load_inference_model(args):
+    """Load the snapshot; convert it if --convert-model; refuse a snapshot of the wrong kind."""
+    from keras_retinanet import models
+
+    anchor_params = pyramid_levels = None
+    if args.config:
+        from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+
+        try:
+            config = read_config_file(args.config)
+            if "anchor_parameters" in config:
+                anchor_params = parse_anchor_parameters(config)
+            if "pyramid_levels" in config:
+                pyramid_levels = parse_pyramid_levels(config)
+        except (ValueError, KeyError, OSError) as error:
+            raise ToolError(f"invalid config file: {args.config}: {_one_line(error)}") from None
+
+    print("Loading model, this may take a second...", file=sys.stderr)
+    try:
+        model = models.load_model(args.model, backbone_name=args.backbone)
+    except Exception as error:  # keras raises many kinds for a file that is not a model
+        raise ToolError(f"cannot load model {args.model}: {_one_line(error)}") from None
+
+    output_names = list(getattr(model, "output_names", []))
+    is_training = "regression" in output_names and "classification" in output_names
+    if args.convert_model:
+        if not is_training:
+            raise ToolError(
+                f"{args.model} is not a training model (outputs {output_names}); "
+                "it is probably an inference model already: drop --convert-model"
+            )
+        kwargs = {} if pyramid_levels is None else {"pyramid_levels": pyramid_levels}
+        model = models.convert_model(model, anchor_params=anchor_params, **kwargs)
+    elif is_training:
+        raise ToolError(
+            f"{args.model} is a training model (outputs {output_names}); pass --convert-model to evaluate it"
+        )
+    elif len(model.outputs) < 3:
+        raise ToolError(f"{args.model} is not a RetinaNet inference model (outputs {output_names})")
+    return model
+
+
+# ------------------------------------------------------------------------ evaluation and report
+
+
+def _finite_or_none(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def run_evaluation(args, generator, model):
+    """Run the model once and compute the requested metrics. Returns the report dict."""
+    from keras_retinanet.utils import coco_eval
+    from keras_retinanet.utils import eval as voc_eval
+
+    all_detections, inference_times = voc_eval.get_detections(
+        generator, model, score_threshold=args.score_threshold, max_detections=args.max_detections,
+        save_path=args.save_path, batch_size=args.batch_size, progress=True,
+    )
+    labels = voc_eval.evaluated_labels(generator)
+    report = {
+        "model": args.model,
+        "dataset_type": args.dataset_type,
+        "images": generator.size(),
+        "score_threshold": args.score_threshold,
+        "iou_threshold": args.iou_threshold,
+        "max_detections": args.max_detections,
+        "batch_size": args.batch_size,
+        "inference_time_per_image": float(sum(inference_times) / max(len(inference_times), 1)),
+    }
+    all_annotations = None
+    if args.metric in ("voc", "all"):
+        all_annotations = voc_eval.get_annotations(generator)
+        curves = voc_eval.precision_recall_curves(all_detections, all_annotations, args.iou_threshold, labels)
+        average_precisions = voc_eval.average_precisions_from_curves(curves)
+        if args.save_path:
+            voc_eval.save_precision_recall_plots(curves, average_precisions, args.save_path, generator.label_to_name)
+        report["voc"] = {
+            "classes": [
+                {"label": label, "name": generator.label_to_name(label), "instances": count, "ap": ap}
+                for label, (ap, count) in average_precisions.items()
+            ],
+            "mAP": _finite_or_none(voc_eval.mean_average_precision(average_precisions)),
+            "weighted_mAP": _finite_or_none(voc_eval.weighted_mean_average_precision(average_precisions)),
+        }
+    if args.metric in ("coco", "all"):
+        if args.dataset_type == "coco":
+            stats = coco_eval.coco_stats_from_results(
+                generator, coco_eval.coco_results(generator, all_detections), verbose=False
+            )
+            figures = [0.0] * len(coco_eval.COCO_METRIC_NAMES) if stats is None else [float(v) for v in stats]
+            report["coco"] = dict(zip(coco_eval.COCO_METRIC_NAMES, figures))
+        else:
+            if all_annotations is None:
+                all_annotations = voc_eval.get_annotations(generator)
+            report["coco"] = coco_eval.coco_metrics(all_detections, all_annotations, labels)
+    return report
+
+
+def format_report(report):
+    """The report as the text the tool prints."""
+    lines = []
+    if "voc" in report:
+        classes = report["voc"]["classes"]
+        width = max([len("class")] + [len(str(entry["name"])) for entry in classes])
+        lines.append(f"{'class':<{width}}  {'instances':>9}  {'AP':>6}")
+        for entry in classes:
+            lines.append(f"{entry['name']:<{width}}  {entry['instances']:>9d}  {entry['ap']:>6.4f}")
+        with_instances = sum(1 for entry in classes if entry["instances"] > 0)
+        total = sum(entry["instances"] for entry in classes)
+        if report["voc"]["mAP"] is None:
+            lines.append("No test instances found: mAP undefined.")
+        else:
+            lines.append(f"mAP (IoU {report['iou_threshold']:g}, mean over {with_instances} classes with instances): "
+                         f"{report['voc']['mAP']:.4f}")
+            lines.append(f"weighted mAP (by {total} instances): {report['voc']['weighted_mAP']:.4f}")
+    if "coco" in report:
+        from keras_retinanet.utils.coco_eval import COCO_METRIC_DESCRIPTIONS
+
+        lines.append("COCO metrics:")
+        for (name, value), description in zip(report["coco"].items(), COCO_METRIC_DESCRIPTIONS):
+            lines.append(f"  {name:<6} {description} = {value:.4f}")
+    lines.append(f"Inference time for {report['images']} images: {report['inference_time_per_image']:.4f} s per image "
+                 f"(batch size {report['batch_size']})")
+    return "\n".join(lines)
 
 
 def main(args=None):
-    parse_args(sys.argv[1:] if args is None else args)
-    return not_implemented("retinanet-evaluate")
+    """Entry point of retinanet-evaluate; returns the exit status."""
+    args = parse_args(sys.argv[1:] if args is None else args)
+    try:
+        check_inputs(args)
+        if args.gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+        generator = create_generator(args, get_backbone(args).preprocess_image)
+        model = load_inference_model(args)
+        if args.save_path:
+            os.makedirs(args.save_path, exist_ok=True)
+        report = run_evaluation(args, generator, model)
+    except ToolError as error:
+        print(f"retinanet-evaluate: error: {error}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if args.save_path:
+        print(f"Drawn images and precision-recall plots written to {args.save_path}")
+    return 0
 
 
 if __name__ == "__main__":

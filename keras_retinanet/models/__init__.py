@@ -1,1 +1,164 @@
-"""Backbones and model builders: backbone(name), load_model, convert_model."""
+"""Backbones and model builders: backbone(name), load_model, convert_model.
+
+A backbone name (``resnet50``, ``mobilenet224_1.0``, ``EfficientNetB0``, ...) selects a
+``Backbone``: it builds the training model (``.retinanet(num_classes, **kwargs)``), knows
+how images are preprocessed for it (``.preprocess_image``) and where its ImageNet weights
+live (``.download_imagenet()``). ``convert_model`` turns a training model into an
+inference model that outputs filtered detections.
+"""
+import os
+import sys
+
+import keras
+
+from ..utils.image import preprocess_image as _preprocess_image
+
+# Family modules, in the order their names are listed in error messages.
+_FAMILY_MODULES = ("resnet", "mobilenet", "vgg", "densenet", "effnet")
+
+
+class NotATrainingModelError(ValueError, AssertionError):
+    """A model lacks the ``regression`` and ``classification`` outputs of a training model.
+
+    Subclasses AssertionError as fizyr's assert-based check raised that.
+    """
+
+
+class Backbone:
+    """What the tools need to know about one backbone.
+
+    Subclasses set ``allowed_backbones`` (the names they serve) and ``preprocess_mode``
+    (a mode of ``utils.image.preprocess_image``), and implement ``retinanet`` and
+    ``download_imagenet``.
+
+    Args:
+        backbone: the backbone name, e.g. ``resnet50``; checked by ``validate``.
+    """
+
+    allowed_backbones = ()
+    preprocess_mode = "caffe"
+
+    def __init__(self, backbone):
+        from .. import initializers, layers, losses
+
+        # Kept for scripts that pass them to keras.models.load_model; every object is
+        # also registered, so plain keras.models.load_model needs none of them.
+        self.custom_objects = {
+            "UpsampleLike": layers.UpsampleLike,
+            "PriorProbability": initializers.PriorProbability,
+            "RegressBoxes": layers.RegressBoxes,
+            "FilterDetections": layers.FilterDetections,
+            "Anchors": layers.Anchors,
+            "ClipBoxes": layers.ClipBoxes,
+            "FocalLoss": losses.FocalLoss,
+            "SmoothL1Loss": losses.SmoothL1Loss,
+            "_smooth_l1": losses.smooth_l1(),
+            "_focal": losses.focal(),
+        }
+        self.backbone = backbone
+        self.validate()
+
+    def retinanet(self, *args, **kwargs):
+        """Training model on this backbone (see the family's ``*_retinanet`` builder)."""
+        raise NotImplementedError("retinanet method not implemented.")
+
+    def download_imagenet(self):
+        """Download (or find in the Keras cache) the ImageNet weights; returns the file path."""
+        raise NotImplementedError("download_imagenet method not implemented.")
+
+    def validate(self):
+        """Raise ValueError if ``self.backbone`` is not a name this class serves."""
+        if self.backbone not in self.allowed_backbones:
+            raise ValueError(
+                f"Backbone ('{self.backbone}') not in allowed backbones ({list(self.allowed_backbones)})."
+            )
+
+    def preprocess_image(self, inputs):
+        """Prepare a BGR image (or batch) for the network: float32, ``utils.image`` mode of this backbone."""
+        return _preprocess_image(inputs, mode=self.preprocess_mode)
+
+
+def _backbone_classes():
+    import importlib
+
+    return [
+        cls
+        for module in _FAMILY_MODULES
+        for cls in importlib.import_module(f"{__name__}.{module}").BACKBONE_CLASSES
+    ]
+
+
+def available_backbones():
+    """Every backbone name ``backbone()`` accepts, family by family."""
+    return [name for cls in _backbone_classes() for name in cls.allowed_backbones]
+
+
+def backbone(backbone_name):
+    """The ``Backbone`` for a name such as ``resnet50``; ValueError listing the names if unknown."""
+    for cls in _backbone_classes():
+        if backbone_name in cls.allowed_backbones:
+            return cls(backbone_name)
+    raise ValueError(
+        f"unknown backbone {backbone_name!r}; expected one of: {', '.join(available_backbones())}"
+    )
+
+
+def load_model(filepath, backbone_name="resnet50"):
+    """Load a ``.keras`` model saved by this package (training or inference model).
+
+    Args:
+        filepath: path of the saved model.
+        backbone_name: backbone the model was built with (checked; every custom object is
+            registered, so it is not needed to load the file).
+
+    Returns:
+        The keras.Model (compiled if it was saved compiled).
+    """
+    backbone(backbone_name)
+    if not os.path.exists(filepath):
+        raise ValueError(f"cannot load model: {filepath}: no such file")
+    return keras.models.load_model(filepath)
+
+
+def assert_training_model(model):
+    """Raise NotATrainingModelError unless ``model`` has ``regression`` and ``classification`` outputs."""
+    names = list(model.output_names)
+    if not all(output in names for output in ("regression", "classification")):
+        raise NotATrainingModelError(
+            "Input is not a training model (no 'regression' and 'classification' outputs were "
+            f"found, outputs are: {names})."
+        )
+
+
+def check_training_model(model):
+    """``assert_training_model``, but print the problem and exit with status 1 (for the tools)."""
+    try:
+        assert_training_model(model)
+    except NotATrainingModelError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
+
+
+def convert_model(model, nms=True, class_specific_filter=True, anchor_params=None, **kwargs):
+    """Inference model from a training model: decoded, clipped and filtered detections.
+
+    Args:
+        model: training model (outputs ``regression`` and ``classification``).
+        nms: apply non-maximum suppression.
+        class_specific_filter: per-class filtering and NMS (else best class per anchor).
+        anchor_params: ``utils.anchors.AnchorParameters`` the model was trained with.
+        **kwargs: passed to ``retinanet.retinanet_bbox`` (pyramid_levels, nms_threshold,
+            score_threshold, max_detections, ...).
+
+    Returns:
+        keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4), scores (B, D), labels (B, D)].
+    """
+    from .retinanet import retinanet_bbox
+
+    return retinanet_bbox(
+        model=model,
+        nms=nms,
+        class_specific_filter=class_specific_filter,
+        anchor_params=anchor_params,
+        **kwargs,
+    )

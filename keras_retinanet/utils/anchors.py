@@ -6,6 +6,8 @@ level by level (P3 first), then by feature-map row, column, and last by anchor
 """
 import numpy as np
 
+from .compute_overlap import overlapping_pairs
+
 DEFAULT_PYRAMID_LEVELS = (3, 4, 5, 6, 7)
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 DEFAULT_ANCHOR_STRIDES = (8, 16, 32, 64, 128)
@@ -173,3 +175,199 @@ def bbox_transform(anchors, gt_boxes, mean=None, std=None):
     scale = np.stack([widths, heights, widths, heights], axis=1)
     targets = (gt_boxes - anchors) / scale
     return ((targets - mean) / std).astype(np.float32)
+
+
+# IoU thresholds of the anchor assignment (fizyr's defaults).
+DEFAULT_NEGATIVE_OVERLAP = 0.4
+DEFAULT_POSITIVE_OVERLAP = 0.5
+
+# Anchor states, stored in the last column of the regression and classification targets.
+ANCHOR_IGNORE = -1
+ANCHOR_NEGATIVE = 0
+ANCHOR_POSITIVE = 1
+
+
+def _check_overlaps(negative_overlap, positive_overlap):
+    if not 0.0 <= negative_overlap <= positive_overlap <= 1.0:
+        raise ValueError(
+            "expected 0 <= negative_overlap <= positive_overlap <= 1, got "
+            f"negative_overlap={negative_overlap}, positive_overlap={positive_overlap}"
+        )
+
+
+def compute_gt_annotations(
+    anchors,
+    annotations,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Match every anchor to the annotation box it overlaps most.
+
+    Args:
+        anchors: (N, 4) float, absolute x1, y1, x2, y2.
+        annotations: (K, 4) float annotation boxes, absolute x1, y1, x2, y2.
+        negative_overlap: anchors whose best IoU is at most this are negatives.
+        positive_overlap: anchors whose best IoU is at least this are positives; those
+            in between are ignored.
+
+    Returns:
+        positive_indices: (N,) bool, best IoU >= positive_overlap.
+        ignore_indices: (N,) bool, negative_overlap < best IoU < positive_overlap.
+        argmax_overlaps_inds: (N,) intp index of the best annotation for every anchor
+            whose best IoU is above negative_overlap (ties go to the lowest index), 0 for
+            the others, whose match no loss looks at (fizyr computed it for them too).
+    """
+    _check_overlaps(negative_overlap, positive_overlap)
+    anchors = np.asarray(anchors)
+    num_anchors = len(anchors)
+    # An IoU equal to positive_overlap must be seen even when both thresholds are equal.
+    threshold = min(negative_overlap, np.nextafter(positive_overlap, -np.inf))
+    threshold = max(threshold, 0.0)
+    anchor_ids, box_ids, ious = overlapping_pairs(anchors, annotations, threshold)
+
+    # Best pair per anchor: sort by anchor, then IoU descending, then box index.
+    order = np.lexsort((box_ids, -ious, anchor_ids))
+    anchor_ids, box_ids, ious = anchor_ids[order], box_ids[order], ious[order]
+    first = np.ones(len(anchor_ids), dtype=bool)
+    first[1:] = anchor_ids[1:] != anchor_ids[:-1]
+    anchor_ids, box_ids, ious = anchor_ids[first], box_ids[first], ious[first]
+
+    max_overlaps = np.zeros(num_anchors, dtype=np.float64)
+    max_overlaps[anchor_ids] = ious
+    argmax_overlaps_inds = np.zeros(num_anchors, dtype=np.intp)
+    argmax_overlaps_inds[anchor_ids] = box_ids
+
+    positive_indices = max_overlaps >= positive_overlap
+    ignore_indices = (max_overlaps > negative_overlap) & ~positive_indices
+    return positive_indices, ignore_indices, argmax_overlaps_inds
+
+
+def anchors_outside_image(anchors, image_shape):
+    """(N,) bool: anchors whose centre lies at or beyond the right or bottom image border.
+
+    Args:
+        anchors: (N, 4) float, absolute x1, y1, x2, y2.
+        image_shape: (H, W[, C]) of the image without batch padding.
+    """
+    anchors = np.asarray(anchors)
+    height, width = image_shape[:2]
+    # centre >= side  <=>  x1 + x2 >= 2 * side
+    return (anchors[:, 0] + anchors[:, 2] >= 2 * width) | (anchors[:, 1] + anchors[:, 3] >= 2 * height)
+
+
+def anchor_targets_compact(
+    anchors,
+    image_shape,
+    boxes,
+    labels,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Training targets of one image in compact form (no dense one-hot labels).
+
+    Anchors whose best IoU with an annotation is >= positive_overlap are positive, those
+    with best IoU in (negative_overlap, positive_overlap) are ignored, all others
+    negative; anchors whose centre falls outside the image (in the batch padding) are
+    ignored whatever their IoU.
+
+    Args:
+        anchors: (N, 4) float32 anchors of the (padded) network input.
+        image_shape: (H, W[, C]) of the image before batch padding.
+        boxes: (K, 4) float annotation boxes, absolute x1, y1, x2, y2.
+        labels: (K,) int class of each box.
+        negative_overlap, positive_overlap: IoU thresholds.
+
+    Returns:
+        regression: (N, 4) float32 ``bbox_transform`` targets of the positive anchors
+            towards their matched box; zero for the other anchors (the regression loss
+            only looks at positives).
+        classes: (N,) int32 class of the matched box for positive anchors, -1 otherwise.
+        states: (N,) int8 anchor state: -1 ignore, 0 negative, 1 positive.
+    """
+    anchors = np.asarray(anchors)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"got {len(boxes)} boxes but {len(labels)} labels")
+    num_anchors = len(anchors)
+    regression = np.zeros((num_anchors, 4), dtype=np.float32)
+    classes = np.full(num_anchors, -1, dtype=np.int32)
+    states = np.zeros(num_anchors, dtype=np.int8)
+
+    if len(boxes):
+        positive, ignore, argmax = compute_gt_annotations(
+            anchors, boxes, negative_overlap, positive_overlap
+        )
+        states[ignore] = ANCHOR_IGNORE
+        states[positive] = ANCHOR_POSITIVE
+    if image_shape is not None:
+        states[anchors_outside_image(anchors, image_shape)] = ANCHOR_IGNORE
+    positives = np.flatnonzero(states == ANCHOR_POSITIVE)
+    if len(positives):
+        matched = argmax[positives]
+        regression[positives] = bbox_transform(anchors[positives], boxes[matched])
+        classes[positives] = labels[matched]
+    return regression, classes, states
+
+
+def anchor_targets_bbox(
+    anchors,
+    image_group,
+    annotations_group,
+    num_classes,
+    negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
+    positive_overlap=DEFAULT_POSITIVE_OVERLAP,
+):
+    """Regression and classification targets of a batch (fizyr's layout).
+
+    Args:
+        anchors: (N, 4) float32 anchors of the padded batch input
+            (``anchors_for_shape(batch_image_shape, ...)``).
+        image_group: B images (or their shapes (H, W[, C])) before batch padding; anchors
+            whose centre falls outside its image are ignored.
+        annotations_group: B dicts with ``bboxes`` (K, 4) absolute x1, y1, x2, y2 and
+            ``labels`` (K,) in [0, num_classes).
+        num_classes: number of classes C.
+        negative_overlap: best IoU at most this -> negative (state 0).
+        positive_overlap: best IoU at least this -> positive (state 1); in between ->
+            ignored (state -1).
+
+    Returns:
+        regression_batch: (B, N, 4 + 1) float32: ``bbox_transform`` targets of positive
+            anchors (zero elsewhere), then the anchor state.
+        labels_batch: (B, N, C + 1) float32: one-hot class of positive anchors (zero
+            elsewhere), then the anchor state.
+    """
+    if len(image_group) != len(annotations_group):
+        raise ValueError(
+            f"got {len(image_group)} images but {len(annotations_group)} annotation sets"
+        )
+    anchors = np.asarray(anchors)
+    batch_size, num_anchors = len(image_group), len(anchors)
+    # np.zeros maps untouched pages lazily: only the rows written below cost anything.
+    regression_batch = np.zeros((batch_size, num_anchors, 4 + 1), dtype=np.float32)
+    labels_batch = np.zeros((batch_size, num_anchors, num_classes + 1), dtype=np.float32)
+
+    for index, (image, annotations) in enumerate(zip(image_group, annotations_group)):
+        image_shape = image.shape if hasattr(image, "shape") else image
+        labels = np.asarray(annotations["labels"]).astype(np.int64).reshape(-1)
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"image {index} of the batch has labels {sorted(set(labels.tolist()))}"
+                f" outside [0, {num_classes})"
+            )
+        regression, classes, states = anchor_targets_compact(
+            anchors,
+            image_shape,
+            annotations["bboxes"],
+            labels,
+            negative_overlap,
+            positive_overlap,
+        )
+        marked = np.flatnonzero(states)
+        regression_batch[index, marked, -1] = states[marked]
+        labels_batch[index, marked, -1] = states[marked]
+        positives = np.flatnonzero(states == ANCHOR_POSITIVE)
+        regression_batch[index, positives, :4] = regression[positives]
+        labels_batch[index, positives, classes[positives]] = 1.0
+    return regression_batch, labels_batch

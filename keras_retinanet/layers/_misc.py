@@ -1,0 +1,135 @@
+"""Small graph layers of RetinaNet: anchors, FPN upsampling, box decoding and clipping.
+
+All boxes are absolute ``x1, y1, x2, y2`` float32. Box layers compute in float32 whatever
+the dtype policy (``autocast=False``), so they stay exact under mixed precision.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import backend
+from ..utils import anchors as utils_anchors
+
+
+def _as_float_list(values):
+    return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class Anchors(keras.layers.Layer):
+    """Anchors of one pyramid level, from the feature map's dynamic shape.
+
+    Identical to ``utils.anchors.shift(shape, stride, generate_anchors(size, ratios, scales))``.
+
+    Args:
+        size: base anchor size of this level, in pixels.
+        stride: stride of this level's feature map, in pixels.
+        ratios, scales: as ``utils.anchors.generate_anchors`` (default ``AnchorParameters.default``).
+
+    Call: features (B, H, W, C) -> anchors (B, H * W * A, 4) float32.
+    """
+
+    def __init__(self, size, stride, ratios=None, scales=None, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.size = float(size)
+        self.stride = int(stride)
+        defaults = utils_anchors.AnchorParameters.default
+        self.ratios = _as_float_list(defaults.ratios if ratios is None else ratios)
+        self.scales = _as_float_list(defaults.scales if scales is None else scales)
+        self.num_anchors = len(self.ratios) * len(self.scales)
+        self._reference = utils_anchors.generate_anchors(self.size, self.ratios, self.scales)
+
+    def call(self, features):
+        shape = tf.shape(features)
+        anchors = backend.shift(shape[1:3], self.stride, self._reference)
+        return tf.tile(anchors[None], [shape[0], 1, 1])
+
+    def compute_output_shape(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        total = None if height is None or width is None else height * width * self.num_anchors
+        return (input_shape[0], total, 4)
+
+    def compute_output_spec(self, features):
+        return keras.KerasTensor(self.compute_output_shape(features.shape), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size, "stride": self.stride, "ratios": self.ratios, "scales": self.scales})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class UpsampleLike(keras.layers.Layer):
+    """Nearest-neighbour resize of ``source`` to the spatial size of ``target``.
+
+    Works for any sizes (odd feature maps included), so the FPN top-down path never
+    depends on the input being a multiple of the largest stride.
+
+    Call: [source (B, h, w, C), target (B, H, W, _)] -> (B, H, W, C), dtype of source.
+    """
+
+    def call(self, inputs):
+        source, target = inputs
+        size = tf.shape(target)[1:3]
+        return tf.image.resize(source, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+
+    def compute_output_shape(self, input_shape):
+        source, target = input_shape
+        return (source[0], target[1], target[2], source[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class RegressBoxes(keras.layers.Layer):
+    """Decode regression outputs into boxes (``backend.bbox_transform_inv``).
+
+    Args:
+        mean, std: normalisation of the regression targets (default 0 and 0.2).
+
+    Call: [anchors (B, N, 4), regression (B, N, 4)] -> boxes (B, N, 4) float32.
+    """
+
+    def __init__(self, mean=None, std=None, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        mean = utils_anchors.DEFAULT_REGRESSION_MEAN if mean is None else mean
+        std = utils_anchors.DEFAULT_REGRESSION_STD if std is None else std
+        self.mean = _as_float_list(mean)
+        self.std = _as_float_list(std)
+        if len(self.mean) != 4 or len(self.std) != 4:
+            raise ValueError(f"RegressBoxes: mean and std need 4 values each, got {self.mean} and {self.std}")
+
+    def call(self, inputs):
+        anchors, regression = inputs
+        return backend.bbox_transform_inv(anchors, regression, mean=self.mean, std=self.std)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(tuple(inputs[0].shape), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mean": self.mean, "std": self.std})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class ClipBoxes(keras.layers.Layer):
+    """Clip boxes to the image: x into [0, W], y into [0, H].
+
+    Call: [image (B, H, W, C), boxes (B, N, 4)] -> (B, N, 4) float32.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        image, boxes = inputs
+        shape = tf.cast(tf.shape(image), tf.float32)
+        height, width = shape[1], shape[2]
+        boxes = tf.cast(boxes, tf.float32)
+        upper = tf.stack([width, height, width, height])
+        return tf.clip_by_value(boxes, 0.0, upper)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(tuple(inputs[1].shape), dtype="float32")

@@ -1,0 +1,90 @@
+"""Shared builder: a RetinaNet on a ``keras.applications`` backbone.
+
+The application is built on the model's input tensor, so its layers sit directly in the
+RetinaNet graph (not as a nested model) under their usual names ('conv1_conv', ...);
+ImageNet weight files of keras.applications therefore load by name into the full model.
+"""
+import os
+
+import keras
+
+from ..utils.model import freeze
+from . import retinanet as retinanet_module
+
+
+def default_inputs(inputs=None):
+    """The image input: (B, H, W, 3) of any size unless ``inputs`` is given."""
+    if inputs is None:
+        return keras.Input(shape=(None, None, 3), name="image")
+    return inputs
+
+
+def download_weights(file_name, origin, file_hash=None):
+    """Fetch a weights file into the Keras cache (``~/.keras/models``) and return its path."""
+    return keras.utils.get_file(file_name, origin, cache_subdir="models", file_hash=file_hash)
+
+
+def resolve_weights(weights, backbone):
+    """Weights argument for a keras.applications constructor.
+
+    Args:
+        weights: None (random), 'imagenet' (downloaded via ``backbone.download_imagenet()``)
+            or the path of a weights file for the bare application (include_top=False).
+        backbone: the ``Backbone`` object of the name being built.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return backbone.download_imagenet()
+    if not os.path.exists(weights):
+        raise ValueError(f"backbone weights file not found: {weights}")
+    return weights
+
+
+def application_retinanet(
+    num_classes,
+    application,
+    layer_names,
+    inputs=None,
+    modifier=None,
+    freeze_bn=True,
+    freeze_backbone=False,
+    **kwargs,
+):
+    """RetinaNet on a keras.applications model.
+
+    Args:
+        num_classes: number of object classes.
+        application: f(input_tensor) -> keras.applications model (include_top=False).
+        layer_names: dict 'C2'..'C5' -> layer name in the application.
+        inputs: image input tensor (default ``default_inputs()``).
+        modifier: f(backbone_model) -> backbone_model, applied before the heads are added
+            (e.g. ``utils.model.freeze``).
+        freeze_bn: run the backbone's BatchNormalization layers in inference mode with
+            frozen statistics (RetinaNet trains with small batches).
+        freeze_backbone: make every backbone layer non-trainable.
+        **kwargs: passed to ``retinanet.retinanet`` (num_anchors, pyramid_levels, submodels, name).
+
+    Returns:
+        The training model.
+    """
+    inputs = default_inputs(inputs)
+    levels = retinanet_module.check_pyramid_levels(kwargs.get("pyramid_levels"))
+    wanted = [c for c in ("C2", "C3", "C4", "C5") if c != "C2" or 2 in levels]
+
+    model = application(inputs)
+    outputs = [model.get_layer(layer_names[c]).output for c in wanted]
+    backbone_model = keras.Model(inputs=inputs, outputs=outputs, name=model.name)
+    if freeze_bn:
+        for layer in backbone_model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    if freeze_backbone:
+        backbone_model = freeze(backbone_model)
+    if modifier is not None:
+        backbone_model = modifier(backbone_model)
+
+    backbone_layers = dict(zip(wanted, backbone_model.outputs))
+    return retinanet_module.retinanet(
+        inputs=inputs, num_classes=num_classes, backbone_layers=backbone_layers, **kwargs
+    )

@@ -1,0 +1,325 @@
+"""RetinaNet heads and models: FPN, shared submodels, training and inference models.
+
+Training model (``retinanet``): image (B, H, W, 3) -> backbone C3..C5 -> FPN P3..P7 ->
+the same regression and classification submodels on every level, concatenated level by
+level (P3 first) in the anchor order of ``utils.anchors.anchors_for_shape``:
+
+- ``regression``: (B, N, 4) normalised corner offsets (see ``utils.anchors.bbox_transform``);
+- ``classification``: (B, N, C) sigmoid scores.
+
+Inference model (``retinanet_bbox``): the training model + Anchors -> RegressBoxes ->
+ClipBoxes -> FilterDetections, outputs ``[boxes (B, D, 4), scores (B, D), labels (B, D)]``
+padded with -1.
+"""
+import keras
+
+from .. import initializers, layers
+from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, AnchorParameters
+
+FEATURE_SIZE = 256  # channels of every pyramid level and of the submodels' hidden layers
+SUBMODEL_DEPTH = 4  # 3x3 conv + ReLU layers before each submodel's output layer
+PRIOR_PROBABILITY = 0.01
+KERNEL_STDDEV = 0.01
+SUPPORTED_PYRAMID_LEVELS = (2, 3, 4, 5, 6, 7)
+
+
+def _head_conv(filters, name, **kwargs):
+    return keras.layers.Conv2D(
+        filters=filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=KERNEL_STDDEV),
+        name=name,
+        **kwargs,
+    )
+
+
+def default_classification_model(
+    num_classes,
+    num_anchors,
+    pyramid_feature_size=FEATURE_SIZE,
+    prior_probability=PRIOR_PROBABILITY,
+    classification_feature_size=FEATURE_SIZE,
+    name="classification_submodel",
+):
+    """Classification head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_classes) sigmoid."""
+    inputs = keras.Input(shape=(None, None, pyramid_feature_size))
+    outputs = inputs
+    for i in range(SUBMODEL_DEPTH):
+        outputs = _head_conv(
+            classification_feature_size,
+            f"pyramid_classification_{i}",
+            activation="relu",
+            bias_initializer="zeros",
+        )(outputs)
+    outputs = _head_conv(
+        num_classes * num_anchors,
+        "pyramid_classification",
+        bias_initializer=initializers.PriorProbability(probability=prior_probability),
+    )(outputs)
+    outputs = keras.layers.Reshape((-1, num_classes), name="pyramid_classification_reshape")(outputs)
+    # float32 output keeps the scores exact under a mixed-precision policy.
+    outputs = keras.layers.Activation("sigmoid", dtype="float32", name="pyramid_classification_sigmoid")(outputs)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def default_regression_model(
+    num_values,
+    num_anchors,
+    pyramid_feature_size=FEATURE_SIZE,
+    regression_feature_size=FEATURE_SIZE,
+    name="regression_submodel",
+):
+    """Regression head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_values)."""
+    inputs = keras.Input(shape=(None, None, pyramid_feature_size))
+    outputs = inputs
+    for i in range(SUBMODEL_DEPTH):
+        outputs = _head_conv(
+            regression_feature_size, f"pyramid_regression_{i}", activation="relu", bias_initializer="zeros"
+        )(outputs)
+    outputs = _head_conv(num_anchors * num_values, "pyramid_regression", bias_initializer="zeros")(outputs)
+    outputs = keras.layers.Reshape((-1, num_values), name="pyramid_regression_reshape")(outputs)
+    outputs = keras.layers.Activation("linear", dtype="float32", name="pyramid_regression_float32")(outputs)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def default_submodels(num_classes, num_anchors):
+    """[('regression', model), ('classification', model)]: the default heads, in output order."""
+    return [
+        ("regression", default_regression_model(4, num_anchors)),
+        ("classification", default_classification_model(num_classes, num_anchors)),
+    ]
+
+
+def _conv(filters, kernel_size, name, strides=1):
+    return keras.layers.Conv2D(filters, kernel_size=kernel_size, strides=strides, padding="same", name=name)
+
+
+def create_pyramid_features(backbone_layers, pyramid_levels, feature_size=FEATURE_SIZE):
+    """Feature pyramid (Lin et al. 2017) from the backbone's C2..C5.
+
+    P5..P2: 1x1 lateral conv of C_l plus the nearest-upsampled level above, then a 3x3
+    conv; P6: 3x3 stride-2 conv on C5; P7: ReLU then 3x3 stride-2 conv on P6.
+
+    Args:
+        backbone_layers: dict 'C2'..'C5' -> tensor (C2 only needed for level 2).
+        pyramid_levels: sorted levels to return, a subset of 2..7.
+        feature_size: channels of every level.
+
+    Returns:
+        list of (B, H_l, W_l, feature_size) tensors, one per level, named 'P<l>'.
+    """
+    levels = set(pyramid_levels)
+    outputs = {}
+
+    # Top-down path: P5 from C5, each lower level adds the upsampled level above.
+    lowest = min([level for level in levels if level <= 5], default=5)
+    merged = None
+    for level in range(5, lowest - 1, -1):
+        lateral = _conv(feature_size, 1, f"C{level}_reduced")(backbone_layers[f"C{level}"])
+        if merged is not None:
+            upsampled = layers.UpsampleLike(name=f"P{level + 1}_upsampled")([merged, lateral])
+            lateral = keras.layers.Add(name=f"P{level}_merged")([upsampled, lateral])
+        merged = lateral
+        outputs[level] = _conv(feature_size, 3, f"P{level}")(merged)
+
+    if levels & {6, 7}:
+        outputs[6] = _conv(feature_size, 3, "P6", strides=2)(backbone_layers["C5"])
+    if 7 in levels:
+        relu = keras.layers.Activation("relu", name="C6_relu")(outputs[6])
+        outputs[7] = _conv(feature_size, 3, "P7", strides=2)(relu)
+    return [outputs[level] for level in sorted(levels)]
+
+
+# fizyr's name for the default, kept for scripts that refer to it.
+__create_pyramid_features = create_pyramid_features
+
+
+def check_pyramid_levels(pyramid_levels):
+    """Sorted list of levels (default 3..7); ValueError if empty or outside 2..7."""
+    if pyramid_levels is None:
+        return list(DEFAULT_PYRAMID_LEVELS)
+    levels = sorted({int(level) for level in pyramid_levels})
+    if not levels or any(level not in SUPPORTED_PYRAMID_LEVELS for level in levels):
+        raise ValueError(
+            f"pyramid levels {list(pyramid_levels)} are invalid: give one or more of {list(SUPPORTED_PYRAMID_LEVELS)}"
+        )
+    return levels
+
+
+def _backbone_layer_dict(backbone_layers):
+    """Accept fizyr's dict {'C3': t, ...} or a list [C3, C4, C5] / [C2, C3, C4, C5]."""
+    if isinstance(backbone_layers, dict):
+        return dict(backbone_layers)
+    backbone_layers = list(backbone_layers)
+    if len(backbone_layers) not in (3, 4):
+        raise ValueError(
+            f"backbone_layers: expected a dict 'C2'..'C5' or a list [C3, C4, C5] / [C2, C3, C4, C5], "
+            f"got {len(backbone_layers)} tensors"
+        )
+    first = 6 - len(backbone_layers)
+    return {f"C{first + i}": tensor for i, tensor in enumerate(backbone_layers)}
+
+
+def _concatenate(tensors, name):
+    if len(tensors) == 1:
+        return keras.layers.Identity(name=name)(tensors[0])
+    return keras.layers.Concatenate(axis=1, name=name)(tensors)
+
+
+def retinanet(
+    inputs,
+    backbone_layers,
+    num_classes,
+    num_anchors=None,
+    create_pyramid_features=create_pyramid_features,
+    pyramid_levels=None,
+    submodels=None,
+    name="retinanet",
+):
+    """Training model: backbone features -> FPN -> shared submodels on every level.
+
+    Args:
+        inputs: the image input tensor, (B, H, W, 3).
+        backbone_layers: dict 'C2'..'C5' -> feature tensor, or a list [C3, C4, C5].
+        num_classes: number of object classes (no background class).
+        num_anchors: anchors per location (default ``AnchorParameters.default.num_anchors()``).
+        create_pyramid_features: f(backbone_layers, pyramid_levels) -> list of level tensors.
+        pyramid_levels: levels to predict on (default 3..7).
+        submodels: list of (output name, keras.Model) applied to every level
+            (default ``default_submodels``).
+        name: model name.
+
+    Returns:
+        keras.Model with outputs ``regression`` (B, N, 4) and ``classification`` (B, N, C)
+        (or the given submodels' outputs, in their order).
+    """
+    if num_anchors is None:
+        num_anchors = AnchorParameters.default.num_anchors()
+    if submodels is None:
+        submodels = default_submodels(num_classes, num_anchors)
+    pyramid_levels = check_pyramid_levels(pyramid_levels)
+    backbone_layers = _backbone_layer_dict(backbone_layers)
+    needed = [f"C{level}" for level in range(min(min(pyramid_levels), 5), 6)]
+    missing = [c for c in needed if c not in backbone_layers]
+    if missing:
+        raise ValueError(
+            f"pyramid levels {pyramid_levels} need backbone layers {needed}; the backbone does not "
+            f"provide {missing} (it gives {sorted(backbone_layers)})"
+        )
+
+    features = create_pyramid_features(backbone_layers, pyramid_levels)
+    outputs = [_concatenate([submodel(f) for f in features], output_name) for output_name, submodel in submodels]
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _model_pyramid_levels(model):
+    """Levels whose 'P<l>' layer exists in ``model`` (default 3..7 if none do)."""
+    names = {layer.name for layer in model.layers}
+    levels = [level for level in SUPPORTED_PYRAMID_LEVELS if f"P{level}" in names]
+    return levels or list(DEFAULT_PYRAMID_LEVELS)
+
+
+def _check_num_anchors(model, anchor_params):
+    """ValueError if the default regression head predicts another number of anchors."""
+    try:
+        head = model.get_layer("regression_submodel").get_layer("pyramid_regression")
+    except ValueError:
+        return  # custom submodels: nothing to check against
+    if head.filters != 4 * anchor_params.num_anchors():
+        raise ValueError(
+            f"the model predicts {head.filters // 4} anchors per location but the anchor parameters "
+            f"give {anchor_params.num_anchors()} ({len(anchor_params.ratios)} ratios x "
+            f"{len(anchor_params.scales)} scales); pass the anchor parameters used for training"
+        )
+
+
+def build_anchors(anchor_params, features):
+    """Concatenated anchors of all levels: ``anchor_params`` entry i belongs to ``features[i]``.
+
+    Returns:
+        (B, N, 4) float32 tensor named 'anchors'.
+    """
+    if len(anchor_params.sizes) < len(features):
+        raise ValueError(
+            f"anchor parameters give {len(anchor_params.sizes)} sizes for {len(features)} pyramid levels"
+        )
+    anchors = [
+        layers.Anchors(
+            size=anchor_params.sizes[i],
+            stride=anchor_params.strides[i],
+            ratios=anchor_params.ratios,
+            scales=anchor_params.scales,
+            name=f"anchors_{i}",
+        )(f)
+        for i, f in enumerate(features)
+    ]
+    return _concatenate(anchors, "anchors")
+
+
+def retinanet_bbox(
+    model=None,
+    nms=True,
+    class_specific_filter=True,
+    name="retinanet-bbox",
+    anchor_params=None,
+    pyramid_levels=None,
+    nms_threshold=0.5,
+    score_threshold=0.05,
+    max_detections=300,
+    parallel_iterations=32,
+    **kwargs,
+):
+    """Inference model: training model + anchors, box decoding, clipping and filtering.
+
+    Args:
+        model: training model (built with ``retinanet(**kwargs)`` if None).
+        nms, class_specific_filter, nms_threshold, score_threshold, max_detections,
+        parallel_iterations: see ``layers.FilterDetections`` (``pre_nms_top_k`` may be given
+            in kwargs too).
+        name: model name.
+        anchor_params: ``AnchorParameters`` of the model (default ``AnchorParameters.default``).
+        pyramid_levels: levels of the model (default: the 'P<l>' layers it has).
+        **kwargs: passed to ``retinanet`` when ``model`` is None.
+
+    Returns:
+        keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4) float32, scores (B, D) float32,
+        labels (B, D) int32, *other outputs of the training model (B, D, ...)], padded with -1.
+    """
+    from . import assert_training_model
+
+    filter_options = {"pre_nms_top_k": kwargs.pop("pre_nms_top_k")} if "pre_nms_top_k" in kwargs else {}
+    if anchor_params is None:
+        anchor_params = AnchorParameters.default
+    if model is None:
+        model = retinanet(num_anchors=anchor_params.num_anchors(), pyramid_levels=pyramid_levels, **kwargs)
+    else:
+        assert_training_model(model)
+    _check_num_anchors(model, anchor_params)
+
+    pyramid_levels = _model_pyramid_levels(model) if pyramid_levels is None else check_pyramid_levels(pyramid_levels)
+    try:
+        features = [model.get_layer(f"P{level}").output for level in pyramid_levels]
+    except ValueError as error:
+        raise ValueError(f"pyramid levels {pyramid_levels} do not match the model: {error}") from None
+    anchors = build_anchors(anchor_params, features)
+
+    outputs = dict(zip(model.output_names, model.outputs))
+    regression = outputs.pop("regression")
+    classification = outputs.pop("classification")
+    other = list(outputs.values())
+
+    boxes = layers.RegressBoxes(name="boxes")([anchors, regression])
+    boxes = layers.ClipBoxes(name="clipped_boxes")([model.inputs[0], boxes])
+    detections = layers.FilterDetections(
+        nms=nms,
+        class_specific_filter=class_specific_filter,
+        nms_threshold=nms_threshold,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        parallel_iterations=parallel_iterations,
+        name="filtered_detections",
+        **filter_options,
+    )([boxes, classification] + other)
+    return keras.Model(inputs=model.inputs, outputs=detections, name=name)

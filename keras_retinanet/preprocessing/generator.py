@@ -1,0 +1,343 @@
+"""Base class of the dataset generators: images + annotations -> training batches.
+
+A subclass (CSV, COCO, Pascal VOC, or your own) says where images and boxes come from
+(``size``, ``load_image``, ``load_annotations``, the class names); this class turns a
+group of image indices into a training batch:
+
+    load images and annotations -> drop invalid boxes -> visual effect -> affine transform
+    -> resize -> preprocess -> pad to the batch's largest image (rounded up to a multiple
+    of the largest anchor stride) -> anchor targets on the padded shape
+
+``Generator[i]`` returns ``(inputs, [regression, labels])`` for group ``i`` with
+``inputs`` (B, H, W, 3) float32, ``regression`` (B, N, 4 + 1) and ``labels`` (B, N, C + 1)
+float32 (last column: anchor state -1 ignore / 0 negative / 1 positive). For training,
+``preprocessing.pipeline.build_dataset`` runs the same steps in parallel in tf.data.
+"""
+import random
+import warnings
+
+import keras
+import numpy as np
+
+from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, anchor_targets_bbox, anchors_for_shape, guess_shapes
+from ..utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+from ..utils.image import (
+    TransformParameters,
+    adjust_transform_for_image,
+    apply_transform,
+    preprocess_image,
+    resize_image,
+)
+from ..utils.transform import transform_aabb
+
+GROUP_METHODS = ("none", "random", "ratio")
+# Batches are padded to a multiple of this (the default largest anchor stride, P7), so that
+# every backbone's feature maps have exactly guess_shapes' sizes.
+PADDING_MULTIPLE = 128
+_ANCHOR_CACHE_SIZE = 16
+
+
+class Generator(keras.utils.PyDataset):
+    """Abstract generator of training batches (see the module docstring).
+
+    Args:
+        transform_generator: iterator of (3, 3) transforms (``random_transform_generator``), or None.
+        visual_effect_generator: iterator of ``VisualEffect`` (``random_visual_effect_generator``), or None.
+        batch_size: images per batch.
+        group_method: 'none' (dataset order), 'random', or 'ratio' (sorted by aspect
+            ratio, so batches pad little).
+        shuffle_groups: shuffle the order of the groups at every epoch.
+        image_min_side, image_max_side: resize bounds (``utils.image.resize_image``).
+        no_resize: keep images at their size.
+        transform_parameters: ``TransformParameters`` (fill mode, interpolation, ...).
+        compute_anchor_targets: ``f(anchors, image_group, annotations_group, num_classes)``
+            -> (regression, labels) (default ``anchor_targets_bbox``).
+        compute_shapes: ``f(image_shape, pyramid_levels)`` -> feature-map shapes
+            (default ``guess_shapes``).
+        preprocess_image: ``f(image)`` -> float image (default caffe mode).
+        config: ``configparser.ConfigParser`` from ``read_config_file`` (or its path), for
+            ``[anchor_parameters]`` and ``[pyramid_levels]``.
+        seed: seed of the group order ('random' grouping, shuffling); None: not repeatable.
+        **kwargs: ``keras.utils.PyDataset`` arguments (workers, use_multiprocessing, max_queue_size).
+    """
+
+    def __init__(
+        self,
+        transform_generator=None,
+        visual_effect_generator=None,
+        batch_size=1,
+        group_method="ratio",
+        shuffle_groups=True,
+        image_min_side=800,
+        image_max_side=1333,
+        no_resize=False,
+        transform_parameters=None,
+        compute_anchor_targets=anchor_targets_bbox,
+        compute_shapes=guess_shapes,
+        preprocess_image=preprocess_image,
+        config=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if group_method not in GROUP_METHODS:
+            raise ValueError(f"unknown group_method {group_method!r}; expected one of {GROUP_METHODS}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 < image_min_side <= image_max_side:
+            raise ValueError(
+                f"expected 0 < image_min_side <= image_max_side, got {image_min_side} and {image_max_side}"
+            )
+        self.transform_generator = transform_generator
+        self.visual_effect_generator = visual_effect_generator
+        self.batch_size = int(batch_size)
+        self.group_method = group_method
+        self.shuffle_groups = shuffle_groups
+        self.image_min_side = image_min_side
+        self.image_max_side = image_max_side
+        self.no_resize = no_resize
+        self.transform_parameters = transform_parameters or TransformParameters()
+        self.compute_anchor_targets = compute_anchor_targets
+        self.compute_shapes = compute_shapes
+        self.preprocess_image = preprocess_image
+        if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
+            config = read_config_file(config)
+        self.config = config
+        self.anchor_params = None
+        self.pyramid_levels = None
+        if config is not None and "anchor_parameters" in config:
+            self.anchor_params = parse_anchor_parameters(config)
+        if config is not None and "pyramid_levels" in config:
+            self.pyramid_levels = parse_pyramid_levels(config)
+        levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
+        self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
+        self._rng = random.Random(seed)
+        self._anchor_cache = {}
+
+        self.group_images()
+        if self.shuffle_groups:
+            self.on_epoch_end()
+
+    # -- what a subclass provides --------------------------------------------------------
+
+    def size(self):
+        """Number of images in the dataset."""
+        raise NotImplementedError("size method not implemented")
+
+    def num_classes(self):
+        """Number of classes (labels are 0 .. num_classes - 1)."""
+        raise NotImplementedError("num_classes method not implemented")
+
+    def has_label(self, label):
+        """Whether ``label`` is a class of the dataset."""
+        raise NotImplementedError("has_label method not implemented")
+
+    def has_name(self, name):
+        """Whether ``name`` is a class name of the dataset."""
+        raise NotImplementedError("has_name method not implemented")
+
+    def name_to_label(self, name):
+        raise NotImplementedError("name_to_label method not implemented")
+
+    def label_to_name(self, label):
+        raise NotImplementedError("label_to_name method not implemented")
+
+    def image_aspect_ratio(self, image_index):
+        """Width / height of an image (used by group_method='ratio')."""
+        raise NotImplementedError("image_aspect_ratio method not implemented")
+
+    def image_path(self, image_index):
+        """Path of an image file."""
+        raise NotImplementedError("image_path method not implemented")
+
+    def load_image(self, image_index):
+        """(H, W, 3) uint8 BGR image."""
+        raise NotImplementedError("load_image method not implemented")
+
+    def load_annotations(self, image_index):
+        """dict with ``bboxes`` (K, 4) float64 absolute x1, y1, x2, y2 and ``labels`` (K,)."""
+        raise NotImplementedError("load_annotations method not implemented")
+
+    # -- batch assembly ------------------------------------------------------------------
+
+    def on_epoch_end(self):
+        if self.shuffle_groups:
+            self._rng.shuffle(self.groups)
+
+    def _describe_image(self, image_index):
+        try:
+            return f"image {self.image_path(image_index)} (index {image_index})"
+        except NotImplementedError:
+            return f"image {image_index}"
+
+    def load_annotations_group(self, group):
+        """Annotations of a group of images; checks their structure."""
+        annotations_group = [self.load_annotations(image_index) for image_index in group]
+        for image_index, annotations in zip(group, annotations_group):
+            if not isinstance(annotations, dict) or not {"bboxes", "labels"} <= annotations.keys():
+                raise ValueError(
+                    f"load_annotations of {self._describe_image(image_index)} must return a dict "
+                    f"with 'bboxes' and 'labels', got {type(annotations).__name__}"
+                )
+            if len(annotations["bboxes"]) != len(annotations["labels"]):
+                raise ValueError(
+                    f"{self._describe_image(image_index)}: {len(annotations['bboxes'])} boxes but "
+                    f"{len(annotations['labels'])} labels"
+                )
+        return annotations_group
+
+    def filter_annotations(self, image_group, annotations_group, group):
+        """Drop boxes that are empty or leave the image, with a warning naming the image."""
+        for index, (image, annotations) in enumerate(zip(image_group, annotations_group)):
+            boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+            height, width = image.shape[:2]
+            invalid = (
+                (boxes[:, 2] <= boxes[:, 0])
+                | (boxes[:, 3] <= boxes[:, 1])
+                | (boxes[:, 0] < 0)
+                | (boxes[:, 1] < 0)
+                | (boxes[:, 2] > width)
+                | (boxes[:, 3] > height)
+            )
+            if invalid.any():
+                warnings.warn(
+                    f"{self._describe_image(group[index])} of shape {image.shape} has invalid boxes "
+                    f"{boxes[invalid].tolist()} (empty, or outside the image): they are dropped",
+                    stacklevel=2,
+                )
+                annotations_group[index] = {
+                    key: np.asarray(value)[~invalid] for key, value in annotations.items()
+                }
+        return image_group, annotations_group
+
+    def load_image_group(self, group):
+        return [self.load_image(image_index) for image_index in group]
+
+    def random_visual_effect_group_entry(self, image, annotations):
+        visual_effect = next(self.visual_effect_generator)
+        return visual_effect(image), annotations
+
+    def random_visual_effect_group(self, image_group, annotations_group):
+        if self.visual_effect_generator is None:
+            return image_group, annotations_group
+        for index in range(len(image_group)):
+            image_group[index], annotations_group[index] = self.random_visual_effect_group_entry(
+                image_group[index], annotations_group[index]
+            )
+        return image_group, annotations_group
+
+    def random_transform_group_entry(self, image, annotations, transform=None):
+        """Apply ``transform`` (3x3, already adjusted to the image) or the next random one."""
+        if transform is None and self.transform_generator is None:
+            return image, annotations
+        if transform is None:
+            transform = adjust_transform_for_image(
+                next(self.transform_generator), image, self.transform_parameters.relative_translation
+            )
+        image = apply_transform(transform, image, self.transform_parameters)
+        annotations = dict(annotations)
+        boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+        annotations["bboxes"] = transform_aabb(transform, boxes)
+        return image, annotations
+
+    def random_transform_group(self, image_group, annotations_group):
+        for index in range(len(image_group)):
+            image_group[index], annotations_group[index] = self.random_transform_group_entry(
+                image_group[index], annotations_group[index]
+            )
+        return image_group, annotations_group
+
+    def resize_image(self, image):
+        """(resized image, scale) by image_min_side / image_max_side, or (image, 1) with no_resize."""
+        if self.no_resize:
+            return image, 1.0
+        return resize_image(image, min_side=self.image_min_side, max_side=self.image_max_side)
+
+    def preprocess_group_entry(self, image, annotations):
+        """Resize and preprocess one image; boxes follow the resize."""
+        image, image_scale = self.resize_image(image)
+        image = np.asarray(self.preprocess_image(image), dtype=np.float32)
+        annotations = dict(annotations)
+        annotations["bboxes"] = np.asarray(annotations["bboxes"], dtype=np.float64) * image_scale
+        return image, annotations
+
+    def preprocess_group(self, image_group, annotations_group):
+        for index in range(len(image_group)):
+            image_group[index], annotations_group[index] = self.preprocess_group_entry(
+                image_group[index], annotations_group[index]
+            )
+        return image_group, annotations_group
+
+    def group_images(self):
+        """Split the image indices into groups of batch_size (the last one wraps around)."""
+        order = list(range(self.size()))
+        if not order:
+            raise ValueError(f"{type(self).__name__} has no images")
+        if self.group_method == "random":
+            self._rng.shuffle(order)
+        elif self.group_method == "ratio":
+            order.sort(key=self.image_aspect_ratio)
+        self.groups = [
+            [order[x % len(order)] for x in range(i, i + self.batch_size)]
+            for i in range(0, len(order), self.batch_size)
+        ]
+
+    def padded_shape(self, image_shapes):
+        """(H, W, C) of the batch input: the largest image, rounded up to padding_multiple."""
+        shape = np.max(np.array([s[:3] for s in image_shapes]), axis=0)
+        multiple = self.padding_multiple
+        shape[:2] = (shape[:2] + multiple - 1) // multiple * multiple
+        return tuple(int(s) for s in shape)
+
+    def compute_inputs(self, image_group):
+        """(B, H, W, C) float32 batch, images top-left aligned, zero padding."""
+        max_shape = self.padded_shape([image.shape for image in image_group])
+        image_batch = np.zeros((len(image_group),) + max_shape, dtype=np.float32)
+        for index, image in enumerate(image_group):
+            image_batch[index, : image.shape[0], : image.shape[1], : image.shape[2]] = image
+        return image_batch
+
+    def generate_anchors(self, image_shape):
+        """Anchors (N, 4) of an input of ``image_shape`` (cached per shape, read-only)."""
+        key = tuple(int(s) for s in image_shape[:2])
+        anchors = self._anchor_cache.get(key)
+        if anchors is None:
+            anchors = anchors_for_shape(
+                key,
+                anchor_params=self.anchor_params,
+                pyramid_levels=self.pyramid_levels,
+                shapes_callback=self.compute_shapes,
+            )
+            anchors.flags.writeable = False
+            if len(self._anchor_cache) >= _ANCHOR_CACHE_SIZE:
+                self._anchor_cache.pop(next(iter(self._anchor_cache)))
+            self._anchor_cache[key] = anchors
+        return anchors
+
+    def compute_targets(self, image_group, annotations_group):
+        """[regression (B, N, 5), labels (B, N, C + 1)] on the anchors of the padded batch."""
+        max_shape = self.padded_shape([image.shape for image in image_group])
+        anchors = self.generate_anchors(max_shape)
+        batches = self.compute_anchor_targets(anchors, image_group, annotations_group, self.num_classes())
+        return list(batches)
+
+    def compute_input_output(self, group):
+        """(inputs, targets) of a group of image indices."""
+        image_group = self.load_image_group(group)
+        annotations_group = self.load_annotations_group(group)
+        image_group, annotations_group = self.filter_annotations(image_group, annotations_group, group)
+        image_group, annotations_group = self.random_visual_effect_group(image_group, annotations_group)
+        image_group, annotations_group = self.random_transform_group(image_group, annotations_group)
+        image_group, annotations_group = self.preprocess_group(image_group, annotations_group)
+        inputs = self.compute_inputs(image_group)
+        targets = self.compute_targets(image_group, annotations_group)
+        return inputs, targets
+
+    def __len__(self):
+        """Number of batches (groups) in an epoch."""
+        return len(self.groups)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self.groups):
+            raise IndexError(f"batch index {index} out of range for {len(self.groups)} batches")
+        return self.compute_input_output(self.groups[index])

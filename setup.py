@@ -41,6 +41,7 @@ setup(
         "opencv-python-headless>=4.5",
         "pycocotools>=2.0.6",
         "tqdm>=4.0",
+        "tensorboard>=2.16",
         "matplotlib>=3.5",
     ],
     extras_require={

@@ -338,6 +338,7 @@ def prepare(args):
                 initial_epoch=initial_epoch,
                 validation_data=validation_data,
                 callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles its groups itself
                 verbose=1,
             )
         except KeyboardInterrupt:

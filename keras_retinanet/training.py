@@ -35,7 +35,8 @@ def create_strategy(name="auto", multi_gpu=0):
 
     Args:
         name: 'auto' (mirrored over ``multi_gpu`` GPUs when > 1, else the default),
-            'default' (one device), 'mirrored' (all visible GPUs, or the CPU),
+            'default' (one device), 'mirrored' (all visible GPUs; without GPUs, all
+            logical CPU devices, which is how the distributed path is tested on a CPU),
             'multi-worker' (MultiWorkerMirroredStrategy configured by TF_CONFIG).
         multi_gpu: number of GPUs for 'auto'.
     """
@@ -44,7 +45,8 @@ def create_strategy(name="auto", multi_gpu=0):
             raise SetupError("--strategy multi-worker needs the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "auto" and multi_gpu > 1:
         gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) < multi_gpu:
@@ -321,7 +323,9 @@ def prepare(args):
         raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
 
     workers = tf.data.AUTOTUNE if args.workers < 0 else max(1, args.workers)
-    train_data = build_dataset(train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size)
+    train_data = build_dataset(
+        train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size, repeat=True, seed=args.seed
+    )
     validation_data = None
     if args.compute_val_loss and validation_generator is not None:
         validation_data = build_dataset(validation_generator, num_parallel_calls=workers, repeat=False)

@@ -1,0 +1,189 @@
+"""retinanet-train end to end on tiny synthetic data (small backbone, 128 px images)."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_retinanet import models
+from keras_retinanet.bin import train
+
+BACKBONE = "mobilenet128_0.25"
+
+
+def _args(dataset, snapshots, *extra, epochs=2, steps=3):
+    return [
+        "--no-weights",
+        "--backbone", BACKBONE,
+        "--batch-size", "2",
+        "--epochs", str(epochs),
+        "--steps", str(steps),
+        "--lr", "1e-4",
+        "--image-min-side", "128",
+        "--image-max-side", "128",
+        "--snapshot-path", str(snapshots),
+        "--tensorboard-dir", "",
+        "--seed", "1",
+        *extra,
+        "csv", dataset["train"], dataset["classes"],
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_dataset, tmp_path_factory):
+    """Two short epochs with validation mAP; returns (snapshot folder, captured stdout lines)."""
+    snapshots = tmp_path_factory.mktemp("snapshots")
+    args = _args(shapes_dataset, snapshots)
+    args += ["--val-annotations", shapes_dataset["val"]]
+    return snapshots, args
+
+
+@pytest.mark.slow
+def test_train_writes_snapshots_that_load_convert_and_predict(trained, capsys, shapes_dataset):
+    snapshots, args = trained
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert sorted(os.listdir(snapshots)) == [f"{BACKBONE}_csv_01.keras", f"{BACKBONE}_csv_02.keras"]
+    # one summary line per epoch with losses, validation mAP and throughput
+    summaries = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(summaries) == 2
+    assert re.search(r"epoch 2 \| .*loss \d+\.\d+ .*\| mAP \d\.\d{4} \| lr .* images/s", summaries[1])
+
+    model = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_02.keras"))
+    assert [o.name for o in model.outputs] == ["regression", "classification"] or model.output_names == [
+        "regression",
+        "classification",
+    ]
+    inference = models.convert_model(model)
+    image = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    boxes, scores, labels = inference.predict_on_batch(image)[:3]
+    assert boxes.shape == (1, 300, 4) and scores.shape == (1, 300) and labels.shape == (1, 300)
+
+
+@pytest.mark.slow
+def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, capsys):
+    snapshots = tmp_path / "snaps"
+    assert train.main(_args(shapes_dataset, snapshots, "--no-evaluation", epochs=2, steps=6)) == 0
+    first = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    last = snapshots / f"{BACKBONE}_csv_02.keras"
+    saved = keras.models.load_model(str(last))
+    iterations = int(saved.optimizer.iterations.numpy())
+    assert iterations == 12
+
+    resume = _args(shapes_dataset, snapshots, "--no-evaluation", "--snapshot", str(last), epochs=4, steps=6)
+    resume.remove("--no-weights")
+    assert train.main(resume) == 0
+    second = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    assert [l.split(" |")[0] for l in second] == ["epoch 3", "epoch 4"]
+    assert sorted(os.listdir(snapshots))[-2:] == [f"{BACKBONE}_csv_03.keras", f"{BACKBONE}_csv_04.keras"]
+    final = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_04.keras"))
+    assert int(final.optimizer.iterations.numpy()) == 24  # the optimiser state went on
+
+    def loss(line):
+        return float(re.search(r"\| loss (\d+\.\d+)", line).group(1))
+
+    # the loss goes on from where it was, not from an untrained model's level
+    assert loss(second[0]) < loss(first[0])
+    assert abs(loss(second[0]) - loss(first[1])) < abs(loss(first[0]) - loss(first[1]))
+
+
+def _error(capsys, args):
+    assert train.main(args) == 1
+    return capsys.readouterr().err.strip()
+
+
+def test_clear_errors_before_training(shapes_dataset, tmp_path, capsys):
+    base = _args(shapes_dataset, tmp_path / "s")
+    missing = base[:-3] + ["csv", str(tmp_path / "nope.csv"), shapes_dataset["classes"]]
+    assert _error(capsys, missing) == f"retinanet-train: error: annotations file not found: {tmp_path / 'nope.csv'}"
+
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("images/train_00000.png,10,10,5,40,circle\n")
+    message = _error(capsys, base[:-3] + ["csv", str(bad_csv), shapes_dataset["classes"]])
+    assert str(bad_csv) in message and "line 1" in message and "x2 (5) must be higher than x1 (10)" in message
+
+    unknown = list(base)
+    unknown[unknown.index(BACKBONE)] = "resnet9000"
+    message = _error(capsys, unknown)
+    assert "resnet9000" in message and "resnet50" in message and "mobilenet128_0.25" in message
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    message = _error(capsys, base[:-3] + ["csv", str(empty), shapes_dataset["classes"]])
+    assert "no images" in message
+
+
+@pytest.mark.slow
+def test_snapshot_of_the_wrong_kind_is_refused(shapes_dataset, tmp_path, capsys):
+    model = models.backbone(BACKBONE).retinanet(3)
+    inference_path = tmp_path / "inference.keras"
+    models.convert_model(model).save(str(inference_path))
+    args = _args(shapes_dataset, tmp_path / "s", "--snapshot", str(inference_path))
+    args.remove("--no-weights")
+    message = _error(capsys, args)
+    assert f"snapshot {inference_path} is not a training model" in message
+
+
+def test_batch_size_must_cover_the_replicas(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--multi-gpu", "2", "--batch-size", "1", "csv", "a", "b"])
+    assert "--batch-size (1) must be >= --multi-gpu (2)" in capsys.readouterr().err
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, json
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_retinanet import models, training
+    from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from keras_retinanet.preprocessing.pipeline import build_dataset
+
+    backbone = models.backbone("mobilenet128_0.25")
+    gen = CSVGenerator(sys.argv[1], sys.argv[2], batch_size=4, image_min_side=128, image_max_side=128,
+                       preprocess_image=backbone.preprocess_image, shuffle_groups=False)
+    images, targets = next(iter(build_dataset(gen, shuffle=False)))
+    keras.utils.set_random_seed(3)
+    single = backbone.retinanet(3, freeze_bn=True)
+    weights = single.get_weights()
+    training.compile_training_model(single, lr=1e-4)
+    strategy = training.create_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+    with strategy.scope():
+        mirrored = backbone.retinanet(3, freeze_bn=True)
+        mirrored.set_weights(weights)
+        training.compile_training_model(mirrored, lr=1e-4)
+    data = tf.data.Dataset.from_tensors((images, targets))
+    one = single.evaluate(data, verbose=0, return_dict=True)
+    two = mirrored.evaluate(data, verbose=0, return_dict=True)
+    history = mirrored.fit(data.repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    print(json.dumps({"one": one, "two": two, "fit_loss": history.history["loss"][-1]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpus_gives_the_single_device_loss(shapes_dataset, tmp_path):
+    import json
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, str(script), shapes_dataset["train"], shapes_dataset["classes"]],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["one"]["loss"] > 0
+    np.testing.assert_allclose(figures["two"]["loss"], figures["one"]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(
+        figures["two"]["classification_loss"], figures["one"]["classification_loss"], rtol=1e-4
+    )
+    assert np.isfinite(figures["fit_loss"])

@@ -140,4 +140,5 @@ class EpochSummary(keras.callbacks.Callback):
         if "mAP" in logs:
             parts.append(f"mAP {float(logs['mAP']):.4f}")
         parts += [f"lr {learning_rate:.2e}", f"{images_per_second:.1f} images/s", f"{seconds:.0f} s"]
-        self.print_fn(" | ".join(parts))
+        # Keras finishes its progress bar after the user's callbacks: start on a fresh line
+        self.print_fn("\n" + " | ".join(parts))

@@ -77,7 +77,7 @@ def test_epoch_summary_reports_losses_rate_and_map():
     summary = EpochSummary(batch_size=4, print_fn=lines.append)
     x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
     model.fit(x, x[:, :1], batch_size=4, epochs=2, callbacks=[summary], verbose=0)
-    assert len(lines) == 2 and lines[1].startswith("epoch 2 | loss ")
+    assert len(lines) == 2 and lines[1].startswith("\nepoch 2 | loss ")
     assert "images/s" in lines[0] and "lr 1.00e-02" in lines[0]
     assert summary.history[0]["images_per_second"] > 0
     summary.on_epoch_begin(2)

@@ -15,14 +15,15 @@ from keras_retinanet.bin import train
 BACKBONE = "mobilenet128_0.25"
 
 
-def _args(dataset, snapshots, *extra, epochs=2, steps=3):
+def _args(dataset, snapshots, *extra, epochs=2, steps=3, lr="1e-3"):
+    lr = ["--lr", lr] if lr else []
     return [
         "--no-weights",
         "--backbone", BACKBONE,
         "--batch-size", "2",
         "--epochs", str(epochs),
         "--steps", str(steps),
-        "--lr", "1e-4",
+        *lr,
         "--image-min-side", "128",
         "--image-max-side", "128",
         "--snapshot-path", str(snapshots),
@@ -79,11 +80,13 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     iterations = int(saved.optimizer.iterations.numpy())
     assert iterations == 8
 
-    resume = _args(shapes_dataset, snapshots, "--no-evaluation", "--snapshot", str(last), epochs=4, steps=4)
+    # no --lr: a fresh optimiser would run at the default 1e-5, the resumed one goes on at 1e-3
+    resume = _args(shapes_dataset, snapshots, "--no-evaluation", "--snapshot", str(last), epochs=4, steps=4, lr=None)
     resume.remove("--no-weights")
     assert train.main(resume) == 0
     second = _summaries(capsys.readouterr().out)
     assert [l.split(" |")[0] for l in second] == ["epoch 3", "epoch 4"]
+    assert "| lr 1.00e-03 |" in second[0]
     assert sorted(os.listdir(snapshots))[-2:] == [f"{BACKBONE}_csv_03.keras", f"{BACKBONE}_csv_04.keras"]
     final = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_04.keras"))
     assert int(final.optimizer.iterations.numpy()) == 16  # the optimiser state went on

@@ -43,6 +43,7 @@ setup(
         "tqdm>=4.0",
         "tensorboard>=2.16",
         "matplotlib>=3.5",
+        "pillow>=9",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pillow>=9"],

@@ -19,6 +19,7 @@ DATASET_TYPES = ("csv", "pascal", "coco")
 METRICS = ("voc", "coco", "all")
 DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
 DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
+MAX_MESSAGE_LENGTH = 200  # longer library messages are cut to their first sentence
 
 
 class ToolError(Exception):
@@ -124,8 +125,12 @@ def check_inputs(args):
 
 
 def _one_line(error):
+    """The first line (and, if long, first sentence) of an exception's message."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text[0]
+    return line.split(". ")[0] if len(line) > MAX_MESSAGE_LENGTH else line
 
 
 def create_generator(args, preprocess_image):

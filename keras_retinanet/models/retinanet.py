@@ -162,10 +162,10 @@ def _backbone_layer_dict(backbone_layers):
     return {f"C{first + i}": tensor for i, tensor in enumerate(backbone_layers)}
 
 
-def _concatenate(tensors, name):
+def _concatenate(tensors, name, dtype=None):
     if len(tensors) == 1:
-        return keras.layers.Identity(name=name)(tensors[0])
-    return keras.layers.Concatenate(axis=1, name=name)(tensors)
+        return keras.layers.Identity(name=name, dtype=dtype)(tensors[0])
+    return keras.layers.Concatenate(axis=1, name=name, dtype=dtype)(tensors)
 
 
 def retinanet(
@@ -210,7 +210,11 @@ def retinanet(
         )
 
     features = create_pyramid_features(backbone_layers, pyramid_levels)
-    outputs = [_concatenate([submodel(f) for f in features], output_name) for output_name, submodel in submodels]
+    # float32 outputs: the losses and box decoding stay exact under a mixed-precision policy
+    outputs = [
+        _concatenate([submodel(f) for f in features], output_name, dtype="float32")
+        for output_name, submodel in submodels
+    ]
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
@@ -322,4 +326,5 @@ def retinanet_bbox(
         name="filtered_detections",
         **filter_options,
     )([boxes, classification] + other)
-    return keras.Model(inputs=model.inputs, outputs=detections, name=name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs=inputs, outputs=detections, name=name)

@@ -34,7 +34,6 @@ GROUP_METHODS = ("none", "random", "ratio")
 # Batches are padded to a multiple of this (the default largest anchor stride, P7), so that
 # every backbone's feature maps have exactly guess_shapes' sizes.
 PADDING_MULTIPLE = 128
-_ANCHOR_CACHE_SIZE = 16
 
 
 class Generator(keras.utils.PyDataset):
@@ -112,7 +111,6 @@ class Generator(keras.utils.PyDataset):
         levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
         self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
         self._rng = random.Random(seed)
-        self._anchor_cache = {}
 
         self.group_images()
         if self.shuffle_groups:
@@ -298,21 +296,13 @@ class Generator(keras.utils.PyDataset):
         return image_batch
 
     def generate_anchors(self, image_shape):
-        """Anchors (N, 4) of an input of ``image_shape`` (cached per shape, read-only)."""
-        key = tuple(int(s) for s in image_shape[:2])
-        anchors = self._anchor_cache.get(key)
-        if anchors is None:
-            anchors = anchors_for_shape(
-                key,
-                anchor_params=self.anchor_params,
-                pyramid_levels=self.pyramid_levels,
-                shapes_callback=self.compute_shapes,
-            )
-            anchors.flags.writeable = False
-            if len(self._anchor_cache) >= _ANCHOR_CACHE_SIZE:
-                self._anchor_cache.pop(next(iter(self._anchor_cache)))
-            self._anchor_cache[key] = anchors
-        return anchors
+        """Anchors (N, 4) of an input of ``image_shape`` (read-only, cached per shape)."""
+        return anchors_for_shape(
+            tuple(int(s) for s in image_shape[:2]),
+            anchor_params=self.anchor_params,
+            pyramid_levels=self.pyramid_levels,
+            shapes_callback=self.compute_shapes,
+        )
 
     def compute_targets(self, image_group, annotations_group):
         """[regression (B, N, 5), labels (B, N, C + 1)] on the anchors of the padded batch."""

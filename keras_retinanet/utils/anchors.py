@@ -4,6 +4,9 @@ All boxes are absolute ``x1, y1, x2, y2`` float32. Anchors of one image are orde
 level by level (P3 first), then by feature-map row, column, and last by anchor
 (ratio-major, scale-minor) -- the order in which the model's submodels emit them.
 """
+import collections
+import threading
+
 import numpy as np
 
 from .compute_overlap import overlapping_pairs
@@ -113,6 +116,12 @@ def shift(shape, stride, anchors):
     return all_anchors.reshape(-1, 4).astype(np.float32)
 
 
+# anchors_for_shape results kept for reuse: every batch of a shape needs the same anchors.
+_ANCHOR_CACHE_SIZE = 16
+_anchor_cache = collections.OrderedDict()
+_anchor_cache_lock = threading.Lock()
+
+
 def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shapes_callback=None):
     """All anchors of an image, over every pyramid level.
 
@@ -125,7 +134,9 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             (default ``guess_shapes``).
 
     Returns:
-        (N, 4) float32 anchors, absolute x1, y1, x2, y2.
+        (N, 4) float32 anchors, absolute x1, y1, x2, y2. The array is read-only and
+        shared by calls with the same arguments (the last few are cached), which also
+        lets ``compute_overlap`` reuse its per-array preparation; copy it to modify it.
     """
     if pyramid_levels is None:
         pyramid_levels = list(DEFAULT_PYRAMID_LEVELS)
@@ -138,8 +149,22 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
             f"anchor parameters give {len(anchor_params.sizes)} sizes for "
             f"{len(pyramid_levels)} pyramid levels {list(pyramid_levels)}"
         )
-    image_shapes = shapes_callback(image_shape, pyramid_levels)
+    key = (
+        tuple(int(s) for s in image_shape),
+        tuple(int(p) for p in pyramid_levels),
+        tuple(anchor_params.sizes),
+        tuple(anchor_params.strides),
+        anchor_params.ratios.tobytes(),
+        anchor_params.scales.tobytes(),
+        shapes_callback,
+    )
+    with _anchor_cache_lock:
+        anchors = _anchor_cache.get(key)
+        if anchors is not None:
+            _anchor_cache.move_to_end(key)
+            return anchors
 
+    image_shapes = shapes_callback(image_shape, pyramid_levels)
     all_anchors = [
         shift(
             image_shapes[i],
@@ -148,9 +173,16 @@ def anchors_for_shape(image_shape, pyramid_levels=None, anchor_params=None, shap
         )
         for i in range(len(pyramid_levels))
     ]
-    if not all_anchors:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.concatenate(all_anchors, axis=0)
+    if all_anchors:
+        anchors = np.concatenate(all_anchors, axis=0)
+    else:
+        anchors = np.zeros((0, 4), dtype=np.float32)
+    anchors.flags.writeable = False
+    with _anchor_cache_lock:
+        _anchor_cache[key] = anchors
+        while len(_anchor_cache) > _ANCHOR_CACHE_SIZE:
+            _anchor_cache.popitem(last=False)
+    return anchors
 
 
 def bbox_transform(anchors, gt_boxes, mean=None, std=None):
@@ -195,6 +227,25 @@ def _check_overlaps(negative_overlap, positive_overlap):
         )
 
 
+def _best_matches(anchors, annotations, negative_overlap, positive_overlap):
+    """Best annotation of every anchor whose best IoU is > negative_overlap or >= positive_overlap.
+
+    Returns:
+        anchor_ids (M,), box_ids (M,) intp and ious (M,) float64, one entry per such
+        anchor, sorted by anchor; ties go to the lowest box index.
+    """
+    _check_overlaps(negative_overlap, positive_overlap)
+    # An IoU equal to positive_overlap must be seen even when both thresholds are equal.
+    threshold = max(min(negative_overlap, np.nextafter(positive_overlap, -np.inf)), 0.0)
+    anchor_ids, box_ids, ious = overlapping_pairs(anchors, annotations, threshold)
+    # Sort by anchor, then IoU descending, then box index; keep the first of each anchor.
+    order = np.lexsort((box_ids, -ious, anchor_ids))
+    anchor_ids, box_ids, ious = anchor_ids[order], box_ids[order], ious[order]
+    first = np.ones(len(anchor_ids), dtype=bool)
+    first[1:] = anchor_ids[1:] != anchor_ids[:-1]
+    return anchor_ids[first], box_ids[first], ious[first]
+
+
 def compute_gt_annotations(
     anchors,
     annotations,
@@ -217,26 +268,12 @@ def compute_gt_annotations(
             whose best IoU is above negative_overlap (ties go to the lowest index), 0 for
             the others, whose match no loss looks at (fizyr computed it for them too).
     """
-    _check_overlaps(negative_overlap, positive_overlap)
-    anchors = np.asarray(anchors)
     num_anchors = len(anchors)
-    # An IoU equal to positive_overlap must be seen even when both thresholds are equal.
-    threshold = min(negative_overlap, np.nextafter(positive_overlap, -np.inf))
-    threshold = max(threshold, 0.0)
-    anchor_ids, box_ids, ious = overlapping_pairs(anchors, annotations, threshold)
-
-    # Best pair per anchor: sort by anchor, then IoU descending, then box index.
-    order = np.lexsort((box_ids, -ious, anchor_ids))
-    anchor_ids, box_ids, ious = anchor_ids[order], box_ids[order], ious[order]
-    first = np.ones(len(anchor_ids), dtype=bool)
-    first[1:] = anchor_ids[1:] != anchor_ids[:-1]
-    anchor_ids, box_ids, ious = anchor_ids[first], box_ids[first], ious[first]
-
+    anchor_ids, box_ids, ious = _best_matches(anchors, annotations, negative_overlap, positive_overlap)
     max_overlaps = np.zeros(num_anchors, dtype=np.float64)
     max_overlaps[anchor_ids] = ious
     argmax_overlaps_inds = np.zeros(num_anchors, dtype=np.intp)
     argmax_overlaps_inds[anchor_ids] = box_ids
-
     positive_indices = max_overlaps >= positive_overlap
     ignore_indices = (max_overlaps > negative_overlap) & ~positive_indices
     return positive_indices, ignore_indices, argmax_overlaps_inds
@@ -255,59 +292,50 @@ def anchors_outside_image(anchors, image_shape):
     return (anchors[:, 0] + anchors[:, 2] >= 2 * width) | (anchors[:, 1] + anchors[:, 3] >= 2 * height)
 
 
-def anchor_targets_compact(
+def anchor_assignment(
     anchors,
     image_shape,
     boxes,
-    labels,
     negative_overlap=DEFAULT_NEGATIVE_OVERLAP,
     positive_overlap=DEFAULT_POSITIVE_OVERLAP,
 ):
-    """Training targets of one image in compact form (no dense one-hot labels).
+    """Which anchors of one image are positive (and their box) and which are ignored.
 
-    Anchors whose best IoU with an annotation is >= positive_overlap are positive, those
-    with best IoU in (negative_overlap, positive_overlap) are ignored, all others
-    negative; anchors whose centre falls outside the image (in the batch padding) are
-    ignored whatever their IoU.
+    Anchors whose best IoU with a box is >= positive_overlap are positive, those with
+    best IoU in (negative_overlap, positive_overlap) are ignored, and so are all anchors
+    whose centre falls outside the image (in the batch padding), whatever their IoU; all
+    others are negative. The result is sparse: building dense targets from it costs only
+    the rows that are not negative.
 
     Args:
         anchors: (N, 4) float32 anchors of the (padded) network input.
-        image_shape: (H, W[, C]) of the image before batch padding.
+        image_shape: (H, W[, C]) of the image before batch padding, or None.
         boxes: (K, 4) float annotation boxes, absolute x1, y1, x2, y2.
-        labels: (K,) int class of each box.
         negative_overlap, positive_overlap: IoU thresholds.
 
     Returns:
-        regression: (N, 4) float32 ``bbox_transform`` targets of the positive anchors
-            towards their matched box; zero for the other anchors (the regression loss
-            only looks at positives).
-        classes: (N,) int32 class of the matched box for positive anchors, -1 otherwise.
-        states: (N,) int8 anchor state: -1 ignore, 0 negative, 1 positive.
+        positive_indices: (P,) intp anchors with state 1, increasing.
+        matched_boxes: (P,) intp index into ``boxes`` of each positive anchor's box.
+        ignore_indices: (I,) intp anchors with state -1 (no overlap with positives).
     """
     anchors = np.asarray(anchors)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(boxes):
-        raise ValueError(f"got {len(boxes)} boxes but {len(labels)} labels")
-    num_anchors = len(anchors)
-    regression = np.zeros((num_anchors, 4), dtype=np.float32)
-    classes = np.full(num_anchors, -1, dtype=np.int32)
-    states = np.zeros(num_anchors, dtype=np.int8)
-
+    empty = np.zeros(0, dtype=np.intp)
+    positive, matched, ignored = empty, empty, empty
     if len(boxes):
-        positive, ignore, argmax = compute_gt_annotations(
-            anchors, boxes, negative_overlap, positive_overlap
-        )
-        states[ignore] = ANCHOR_IGNORE
-        states[positive] = ANCHOR_POSITIVE
+        anchor_ids, box_ids, ious = _best_matches(anchors, boxes, negative_overlap, positive_overlap)
+        is_positive = ious >= positive_overlap
+        positive, matched = anchor_ids[is_positive], box_ids[is_positive]
+        ignored = anchor_ids[~is_positive & (ious > negative_overlap)]
     if image_shape is not None:
-        states[anchors_outside_image(anchors, image_shape)] = ANCHOR_IGNORE
-    positives = np.flatnonzero(states == ANCHOR_POSITIVE)
-    if len(positives):
-        matched = argmax[positives]
-        regression[positives] = bbox_transform(anchors[positives], boxes[matched])
-        classes[positives] = labels[matched]
-    return regression, classes, states
+        outside = anchors_outside_image(anchors, image_shape)
+        if len(positive):
+            inside = ~outside[positive]
+            positive, matched = positive[inside], matched[inside]
+        if len(ignored):
+            ignored = ignored[~outside[ignored]]
+        ignored = np.concatenate([ignored, np.flatnonzero(outside)])
+    return positive, matched, ignored
 
 
 def anchor_targets_bbox(
@@ -334,7 +362,8 @@ def anchor_targets_bbox(
 
     Returns:
         regression_batch: (B, N, 4 + 1) float32: ``bbox_transform`` targets of positive
-            anchors (zero elsewhere), then the anchor state.
+            anchors (zero elsewhere: the regression loss only reads positives), then the
+            anchor state.
         labels_batch: (B, N, C + 1) float32: one-hot class of positive anchors (zero
             elsewhere), then the anchor state.
     """
@@ -350,24 +379,35 @@ def anchor_targets_bbox(
 
     for index, (image, annotations) in enumerate(zip(image_group, annotations_group)):
         image_shape = image.shape if hasattr(image, "shape") else image
-        labels = np.asarray(annotations["labels"]).astype(np.int64).reshape(-1)
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"image {index} of the batch has labels {sorted(set(labels.tolist()))}"
-                f" outside [0, {num_classes})"
-            )
-        regression, classes, states = anchor_targets_compact(
-            anchors,
-            image_shape,
-            annotations["bboxes"],
-            labels,
-            negative_overlap,
-            positive_overlap,
+        boxes, labels = check_annotations(annotations, num_classes, f"image {index} of the batch")
+        positive, matched, ignored = anchor_assignment(
+            anchors, image_shape, boxes, negative_overlap, positive_overlap
         )
-        marked = np.flatnonzero(states)
-        regression_batch[index, marked, -1] = states[marked]
-        labels_batch[index, marked, -1] = states[marked]
-        positives = np.flatnonzero(states == ANCHOR_POSITIVE)
-        regression_batch[index, positives, :4] = regression[positives]
-        labels_batch[index, positives, classes[positives]] = 1.0
+        regression_batch[index, ignored, -1] = ANCHOR_IGNORE
+        labels_batch[index, ignored, -1] = ANCHOR_IGNORE
+        regression_batch[index, positive, -1] = ANCHOR_POSITIVE
+        labels_batch[index, positive, -1] = ANCHOR_POSITIVE
+        regression_batch[index, positive, :4] = bbox_transform(anchors[positive], boxes[matched])
+        labels_batch[index, positive, labels[matched]] = 1.0
     return regression_batch, labels_batch
+
+
+def check_annotations(annotations, num_classes, where="annotations"):
+    """``(bboxes (K, 4) float64, labels (K,) int64)`` of an annotations dict, checked.
+
+    Raises:
+        ValueError: naming ``where``, when boxes and labels differ in number or a label
+            is outside [0, num_classes).
+    """
+    boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(annotations["labels"]).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
+    if len(labels) and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise ValueError(f"{where}: labels must be integers, got {labels.tolist()}")
+    labels = labels.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{where}: labels {sorted(set(labels.tolist()))} outside [0, {num_classes})"
+        )
+    return boxes, labels

@@ -23,15 +23,21 @@ def preprocess_image(x, mode="caffe"):
     Returns:
         float32 array of the same shape.
     """
-    x = np.asarray(x).astype(np.float32, copy=True)
+    x = np.asarray(x)
     if mode == "caffe":
-        x -= np.asarray(CAFFE_BGR_MEAN, dtype=np.float32)
-    elif mode == "tf":
-        x /= 127.5
+        if x.ndim >= 2 and x.shape[-1] == len(CAFFE_BGR_MEAN) and x.flags.c_contiguous:
+            # One pass over (..., W * 3) rows: broadcasting over a last axis of 3 is slow.
+            rows = x.reshape(x.shape[:-2] + (-1,))
+            mean = np.tile(np.asarray(CAFFE_BGR_MEAN, dtype=np.float32), x.shape[-2])
+            return np.subtract(rows, mean, dtype=np.float32).reshape(x.shape)
+        return np.subtract(x, np.asarray(CAFFE_BGR_MEAN, dtype=np.float32), dtype=np.float32)
+    if mode == "tf":
+        x = np.divide(x, np.float32(127.5), dtype=np.float32)
         x -= 1.0
-    elif mode != "none":
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESS_MODES}")
-    return x
+        return x
+    if mode == "none":
+        return x.astype(np.float32, copy=True)
+    raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESS_MODES}")
 
 
 def read_image_bgr(path):
@@ -155,6 +161,26 @@ _INDEX_TO_PLANE = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 _PLANE_TO_INDEX = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
 
 
+_NO_FLIP = 2  # not an OpenCV flip code (those are 0: vertical, 1: horizontal, -1: both)
+_EXACT = 1e-9
+
+
+def _flip_code(index_matrix, height, width):
+    """The cv2.flip code when ``index_matrix`` maps pixels to pixels as identity or a mirror, else None."""
+    linear, offset = index_matrix[:2, :2], index_matrix[:2, 2]
+    if abs(linear[0, 1]) > _EXACT or abs(linear[1, 0]) > _EXACT:
+        return None
+    mirrored = []
+    for axis, size in ((0, width), (1, height)):
+        if abs(linear[axis, axis] - 1) <= _EXACT and abs(offset[axis]) <= _EXACT:
+            mirrored.append(False)
+        elif abs(linear[axis, axis] + 1) <= _EXACT and abs(offset[axis] - (size - 1)) <= _EXACT:
+            mirrored.append(True)
+        else:
+            return None
+    return {(False, False): _NO_FLIP, (True, False): 1, (False, True): 0, (True, True): -1}[tuple(mirrored)]
+
+
 def apply_transform(matrix, image, params):
     """Warp ``image`` by the affine ``matrix``; the output keeps the input's size.
 
@@ -168,13 +194,17 @@ def apply_transform(matrix, image, params):
         (H, W, C) array of the input's dtype.
     """
     index_matrix = _PLANE_TO_INDEX @ np.asarray(matrix, dtype=np.float64) @ _INDEX_TO_PLANE
+    flip_code = _flip_code(index_matrix, image.shape[0], image.shape[1])
+    if flip_code is not None:  # identity or mirror: exact pixel moves, much faster than a warp
+        return image.copy() if flip_code == _NO_FLIP else cv2.flip(image, flip_code)
     return cv2.warpAffine(
         image,
         index_matrix[:2, :],
         dsize=(image.shape[1], image.shape[0]),
         flags=params.cvInterpolation(),
         borderMode=params.cvBorderMode(),
-        borderValue=params.cval,
+        # a scalar fills every channel (OpenCV would fill only the first)
+        borderValue=(params.cval,) * 4 if np.isscalar(params.cval) else params.cval,
     )
 
 

@@ -1,3 +1,4 @@
+import csv
 import json
 import types
 
@@ -143,3 +144,131 @@ def test_voc_only_by_default(fake_run, capsys):
     assert run("--metric", "coco") == 0
     out = capsys.readouterr().out
     assert "COCO metrics" in out and "mAP (IoU" not in out
+
+
+# ---------------------------------------------------------------- end to end on a trained synthetic snapshot
+
+E2E_BACKBONE = "mobilenet128_0.25"
+E2E_TRAIN_EPOCHS = 1  # of 4 steps (16 images, batch 4): the snapshot is trained, not good
+
+
+@pytest.fixture(scope="module")
+def snapshots(shapes_dataset, tmp_path_factory):
+    """A training snapshot trained a few steps on the shapes dataset, and its inference snapshot."""
+    pytest.importorskip("keras_retinanet.preprocessing.csv_generator")
+    import keras
+
+    from keras_retinanet import losses, models
+    from keras_retinanet.callbacks import Evaluate
+    from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from keras_retinanet.preprocessing.pipeline import build_dataset
+
+    keras.utils.set_random_seed(0)
+    backbone = models.backbone(E2E_BACKBONE)
+    model = backbone.retinanet(num_classes=3, weights=None)
+    model.compile(
+        loss={"regression": losses.smooth_l1(), "classification": losses.focal()},
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3, clipnorm=0.001),
+    )
+    generator = CSVGenerator(
+        shapes_dataset["train"], shapes_dataset["classes"], batch_size=4, image_min_side=128, image_max_side=128,
+        preprocess_image=backbone.preprocess_image, seed=0,
+    )
+    # the Evaluate callback on a real inference model that shares the training model's weights
+    validation = CSVGenerator(
+        shapes_dataset["val"], shapes_dataset["classes"], image_min_side=128, image_max_side=128,
+        preprocess_image=backbone.preprocess_image, shuffle_groups=False,
+    )
+    evaluation = Evaluate(validation, prediction_model=models.convert_model(model), verbose=0)
+    history = model.fit(build_dataset(generator, seed=0), epochs=E2E_TRAIN_EPOCHS, verbose=0, callbacks=[evaluation])
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert len(history.history["mAP"]) == E2E_TRAIN_EPOCHS and 0.0 <= history.history["mAP"][-1] <= 1.0
+    assert sorted(evaluation.average_precisions) == [0, 1, 2]
+    folder = tmp_path_factory.mktemp("snapshots")
+    paths = {"training": str(folder / "training.keras"), "inference": str(folder / "inference.keras")}
+    model.save(paths["training"])
+    models.convert_model(model).save(paths["inference"])
+    return paths
+
+
+def _csv_command(shapes_dataset, model_path, *options, split="val"):
+    return ["csv", shapes_dataset[split], shapes_dataset["classes"], model_path, "--backbone", E2E_BACKBONE,
+            "--image-min-side", "128", "--image-max-side", "128", *options]
+
+
+@pytest.mark.slow
+def test_tool_on_a_trained_snapshot(shapes_dataset, snapshots, tmp_path, capsys):
+    save_path, out_json = tmp_path / "drawn", tmp_path / "figures.json"
+    status = tool.main(_csv_command(
+        shapes_dataset, snapshots["training"], "--convert-model", "--metric", "all", "--batch-size", "2",
+        "--save-path", str(save_path), "--json", str(out_json), split="train",
+    ))
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "Running network" in captured.err  # the progress bar
+    lines = captured.out.splitlines()
+    header = lines.index("class      instances      AP")
+    rows = [line.split() for line in lines[header + 1: header + 4]]
+    report = json.loads(out_json.read_text())
+    assert [row[0] for row in rows] == ["rectangle", "circle", "triangle"]
+    assert [int(row[1]) for row in rows] == [entry["instances"] for entry in report["voc"]["classes"]]
+    assert sum(int(row[1]) for row in rows) > 0
+    assert [float(row[2]) for row in rows] == pytest.approx([entry["ap"] for entry in report["voc"]["classes"]], abs=5e-5)
+    assert any(line.startswith("mAP (IoU 0.5") for line in lines)
+    assert list(report["coco"]) == list(COCO_METRIC_NAMES)
+    assert report["images"] == 16
+
+    with open(shapes_dataset["train"]) as f:
+        rows = list(csv.reader(f))
+    images = list(dict.fromkeys(row[0] for row in rows))  # in file order, as the generator lists them
+    with_boxes = {row[0] for row in rows if row[1]}
+    assert len(images) == 16 and with_boxes
+    for index, image in enumerate(images):
+        picture = cv2.imread(str(save_path / f"{index}.png"))
+        assert picture.shape == (128, 128, 3)
+        assert picture.std() > 5
+        green = np.any(np.all(picture == (0, 255, 0), axis=2))  # ground truth is drawn in green
+        assert green == (image in with_boxes)
+    plots = sorted((save_path / "precision_recall").iterdir())
+    assert [plot.name for plot in plots] == ["0_rectangle.png", "1_circle.png", "2_triangle.png"]
+    plot = cv2.imread(str(plots[0]))
+    assert plot.shape == (400, 500, 3) and plot.std() > 10
+
+
+@pytest.mark.slow
+def test_batch_size_does_not_change_the_figures(shapes_dataset, snapshots, tmp_path, capsys):
+    figures = []
+    for batch_size in ("1", "4"):
+        out_json = tmp_path / f"b{batch_size}.json"
+        assert tool.main(_csv_command(shapes_dataset, snapshots["inference"], "--batch-size", batch_size,
+                                      "--json", str(out_json))) == 0
+        figures.append(json.loads(out_json.read_text())["voc"])
+    assert figures[0] == figures[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, options, message",
+    [
+        ("training", [], "is a training model (outputs ['regression', 'classification']); pass --convert-model"),
+        ("inference", ["--convert-model"], "is not a training model (outputs ['filtered_detections',"),
+    ],
+)
+def test_snapshot_of_the_wrong_kind(shapes_dataset, snapshots, capsys, kind, options, message):
+    assert tool.main(_csv_command(shapes_dataset, snapshots[kind], *options)) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2  # "Loading model..." + the error
+
+
+def test_invalid_csv_is_reported_with_its_line(shapes_dataset, tmp_path, capsys):
+    pytest.importorskip("keras_retinanet.preprocessing.csv_generator")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("images/a.png,10,10,20,20,circle\nimages/b.png,40,10,30,20,circle\n")
+    model = tmp_path / "model.keras"
+    model.write_text("not read: the CSV is checked first")
+    assert tool.main(["csv", str(bad), shapes_dataset["classes"], str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"retinanet-evaluate: error: invalid CSV annotations file: {bad}: line 2: ")
+    assert "x2 (30) must be higher than x1 (40)" in err
+    assert len(err.splitlines()) == 1

@@ -91,12 +91,15 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     final = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_04.keras"))
     assert int(final.optimizer.iterations.numpy()) == 16  # the optimiser state went on
 
-    def loss(line):
-        return float(re.search(r"\| loss (\d+\.\d+)", line).group(1))
+    # training went on from the epoch-2 weights: epoch 3 lies a few steps from them, while a
+    # restart (same seed) would have retraced epoch 1
+    def weights(epoch):
+        model = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_{epoch:02d}.keras"))
+        return np.concatenate([np.ravel(w.numpy()) for w in model.trainable_weights])
 
-    # the loss goes on from where it was, not from an untrained model's level
-    assert loss(second[0]) < loss(first[0])
-    assert abs(loss(second[0]) - loss(first[1])) < abs(loss(first[0]) - loss(first[1]))
+    w1, w2, w3 = weights(1), weights(2), weights(3)
+    assert np.linalg.norm(w3 - w2) < 0.8 * np.linalg.norm(w3 - w1)
+    assert all(np.isfinite(float(re.search(r"\| loss (\d+\.\d+)", l).group(1))) for l in second)
 
 
 def _error(capsys, args):

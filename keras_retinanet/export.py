@@ -6,7 +6,7 @@ formats hold an end-to-end graph (``detection_graph``) that takes original image
 returns boxes in the original image's pixels:
 
     images (B, H, W, 3) uint8 or float32, BGR (or RGB)
-      -> backbone preprocessing -> resize to min/max side (bilinear)
+      -> backbone preprocessing -> resize to min/max side (bilinear, as utils.image.resize_image)
       -> inference model (NMS inside) -> boxes / scale, clipped to the image
       -> {"boxes": (B, D, 4) float32 x1, y1, x2, y2, "scores": (B, D) float32,
           "labels": (B, D) int32}, sorted by score, padded with -1
@@ -22,6 +22,7 @@ What each format can hold:
 
 Every format keeps NMS (``layers.FilterDetections``) inside the graph.
 """
+import contextlib
 import os
 import tempfile
 
@@ -41,6 +42,7 @@ DEFAULT_IMAGE_MIN_SIDE = 800
 DEFAULT_IMAGE_MAX_SIDE = 1333
 DEFAULT_ONNX_OPSET = 17
 PADDING_VALUE = -1
+TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"  # environment variable read by tf2onnx
 
 
 class ExportError(ValueError):
@@ -90,6 +92,41 @@ def resize_scale_graph(height, width, min_side, max_side):
     return tf.minimum(scale, max_side / tf.maximum(height, width))
 
 
+def resize_graph(images, scale):
+    """``utils.image.resize_image`` as graph ops: bilinear resize by ``scale``, as OpenCV does it.
+
+    ``cv2.resize(fx=scale, fy=scale)`` samples output pixel ``i`` at source coordinate
+    ``(i + 0.5) / scale - 0.5`` (clamped to the image), which is not the mapping of
+    ``tf.image.resize`` (that one stretches by output size / input size). Gathers and
+    arithmetic only, so TFLite and ONNX hold it too.
+
+    Args:
+        images: (B, H, W, C) float32.
+        scale: float32 scalar.
+
+    Returns:
+        (B, round(H * scale), round(W * scale), C) float32.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+
+    def taps(length):
+        size = tf.cast(tf.round(tf.cast(length, tf.float32) * scale), tf.int32)
+        source = tf.maximum((tf.range(size, dtype=tf.float32) + 0.5) / scale - 0.5, 0.0)
+        low = tf.floor(source)
+        weight = source - low
+        low = tf.minimum(tf.cast(low, tf.int32), length - 1)
+        return low, tf.minimum(low + 1, length - 1), weight
+
+    low, high, weight = taps(shape[1])
+    top, bottom = tf.gather(images, low, axis=1), tf.gather(images, high, axis=1)
+    rows = top + (bottom - top) * weight[None, :, None, None]
+    low, high, weight = taps(shape[2])
+    left, right = tf.gather(rows, low, axis=2), tf.gather(rows, high, axis=2)
+    return left + (right - left) * weight[None, None, :, None]
+
+
 def detection_graph(
     model,
     preprocess_mode,
@@ -134,8 +171,7 @@ def detection_graph(
             scale = tf.constant(1.0)
         else:
             scale = resize_scale_graph(height, width, float(image_min_side), float(image_max_side))
-            size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
-            inputs = tf.image.resize(inputs, size, method="bilinear")
+            inputs = resize_graph(inputs, scale)
         boxes, scores, labels = model(inputs, training=False)[:3]
         valid = scores > PADDING_VALUE
         boxes = tf.clip_by_value(boxes / scale, 0.0, tf.stack([width, height, width, height]))
@@ -151,11 +187,14 @@ def _check_dtype(input_dtype):
 
 
 def _archive(model, endpoints):
-    """A keras ExportArchive tracking ``model`` with ``{name: (fn, input_signature)}``."""
+    """A keras ExportArchive with ``{name: (fn, input_signature)}`` endpoints calling ``model``.
+
+    The endpoints' variables are tracked by the archive (``archive.track(model)`` is not
+    needed and would trace every layer's call once more).
+    """
     import keras
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
     return archive
@@ -256,7 +295,33 @@ def export_onnx(model, path, preprocess_mode, input_dtype="uint8", opset=DEFAULT
     detect = detection_graph(model, preprocess_mode, **graph_options)
     signature = [tf.TensorSpec((None, None, None, 3), getattr(tf, input_dtype), name=INPUT_NAME)]
     function = tf.function(detect, input_signature=signature)
-    tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+
+    def convert():
+        tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+
+    try:
+        with _tf2onnx_without_graph_copies():
+            convert()
+    except Exception:  # an optimiser failed: convert again, letting tf2onnx skip what fails
+        convert()
+
+
+@contextlib.contextmanager
+def _tf2onnx_without_graph_copies():
+    """Stop tf2onnx from deep-copying the graph before each optimiser pass.
+
+    The copies, kept to roll back an optimiser that fails, take about a third of the
+    conversion time; tf2onnx skips them whenever ``TF2ONNX_CATCH_ERRORS`` is set.
+    """
+    previous = os.environ.get(TF2ONNX_CATCH_ERRORS)
+    os.environ[TF2ONNX_CATCH_ERRORS] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TF2ONNX_CATCH_ERRORS]
+        else:
+            os.environ[TF2ONNX_CATCH_ERRORS] = previous
 
 
 def export_model(

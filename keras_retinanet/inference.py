@@ -15,9 +15,9 @@ the same inside. Images of the same size are batched together.
 ``Detector.predict_tiled`` runs a large image (aerial imagery, microscopy) as
 overlapping tiles and merges their detections with class-wise NMS.
 """
+import dataclasses
 import os
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 
@@ -29,11 +29,13 @@ DEFAULT_TILE_OVERLAP = 64
 DEFAULT_MERGE_NMS_THRESHOLD = 0.5
 
 
-class Detections(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Detections:
     """Detections of one image, best first.
 
     boxes: (K, 4) float32, absolute x1, y1, x2, y2 in the original image's pixels;
-    scores: (K,) float32; labels: (K,) int32.
+    scores: (K,) float32; labels: (K,) int32. ``len()`` is K; unpacks as
+    ``boxes, scores, labels = detections``.
     """
 
     boxes: np.ndarray
@@ -47,9 +49,17 @@ class Detections(NamedTuple):
     def __len__(self):
         return len(self.scores)
 
+    def __iter__(self):
+        return iter((self.boxes, self.scores, self.labels))
+
 
 class ModelLoadError(ValueError):
     """A model file cannot be used for detection (missing, unreadable, wrong kind)."""
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ------------------------------------------------------------------------------- runners
@@ -97,7 +107,10 @@ class SavedModelRunner:
         import tensorflow as tf
 
         self._tf = tf
-        loaded = tf.saved_model.load(os.fspath(path))
+        try:
+            loaded = tf.saved_model.load(os.fspath(path))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot load SavedModel {path}: {_first_line(error)}") from None
         missing = [name for name in SERVING_SIGNATURES.values() if name not in loaded.signatures]
         if missing:
             raise ModelLoadError(
@@ -133,7 +146,10 @@ class TFLiteRunner:
     max_batch_size = 1
 
     def __init__(self, path):
-        interpreter = _tflite_interpreter(path)
+        try:
+            interpreter = _tflite_interpreter(path)
+        except (ValueError, RuntimeError) as error:
+            raise ModelLoadError(f"cannot load TFLite model {path}: {_first_line(error)}") from None
         try:
             self.runner = interpreter.get_signature_runner()
         except ValueError as error:
@@ -183,7 +199,7 @@ class OnnxRunner:
                 os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"cannot load ONNX model {path}: {str(error).strip().splitlines()[0]}") from None
+            raise ModelLoadError(f"cannot load ONNX model {path}: {_first_line(error)}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= outputs:
@@ -377,7 +393,7 @@ class Detector:
             batch = tiles[start : start + self.effective_batch_size]
             for window, detections in zip(windows[start:], self.predict_batch(batch)):
                 offset = np.array([window[0], window[1], window[0], window[1]], dtype=np.float32)
-                parts.append(detections._replace(boxes=detections.boxes + offset))
+                parts.append(dataclasses.replace(detections, boxes=detections.boxes + offset))
         return merge_detections(
             np.concatenate([p.boxes for p in parts]),
             np.concatenate([p.scores for p in parts]),
@@ -445,8 +461,7 @@ def load_inference_model(
     try:
         model = models.load_model(path, backbone_name=backbone)
     except Exception as error:  # keras raises many kinds for a file that is not a model
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load model {path}: {message}") from None
+        raise ModelLoadError(f"cannot load model {path}: {_first_line(error)}") from None
     outputs = list(model.output_names)
     is_training = "regression" in outputs and "classification" in outputs
     if training is True and not is_training:

@@ -35,9 +35,10 @@ def _add_options(parser, suppress):
     parser.add_argument("--random-transform", action="store_true", default=default(False),
                         help="augment like retinanet-train --random-transform")
     parser.add_argument("--seed", type=int, default=default(None), help="seed of the random transforms")
-    parser.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=default(True),
+    parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction, default=default(True),
                         help="draw the positive anchors (default on)")
-    parser.add_argument("--annotations", action=argparse.BooleanOptionalAction, default=default(True),
+    parser.add_argument("--annotations", dest="draw_annotations", action=argparse.BooleanOptionalAction,
+                        default=default(True),
                         help="draw the annotations: green with a matching anchor, red without (default on)")
     parser.add_argument("--image-min-side", type=int, default=default(800),
                         help="resize so the smallest side is this long (default 800)")
@@ -164,7 +165,7 @@ def run_files(args, generator, summary):
     for index in tqdm(range(generator.size()), desc="Inspecting", unit="image", file=sys.stderr, disable=None):
         inspection = inspect_image(generator, index)
         summary.add(inspection)
-        canvas = draw_inspection(inspection, anchors=args.anchors, annotations=args.annotations, label_to_name=name)
+        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
         path = _output_path(args, inspection)
         if not cv2.imwrite(path, canvas):
             raise ToolError(f"could not write {path}")
@@ -189,7 +190,7 @@ def run_gui(args, generator, summary):
         if index not in seen:
             summary.add(inspection)
             seen.add(index)
-        canvas = draw_inspection(inspection, anchors=args.anchors, annotations=args.annotations, label_to_name=name)
+        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
         cv2.setWindowTitle(WINDOW_NAME, f"{WINDOW_NAME}: {inspection.path} ({index + 1}/{generator.size()})")
         cv2.imshow(WINDOW_NAME, canvas)
         key = cv2.waitKey() & 0xFF

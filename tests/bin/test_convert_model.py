@@ -1,13 +1,14 @@
 """retinanet-convert-model: every output format detects what the Keras model detects."""
 import os
 
+import cv2
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_retinanet.bin import convert_model
-from keras_retinanet.inference import KerasRunner, Detector, load_inference_model
+from keras_retinanet.inference import Detector, KerasRunner, load_detector, load_inference_model
 from keras_retinanet.models import backbone
 from keras_retinanet.utils.synthetic import make_image
 from tests.detector_model import BACKBONE, training_model
@@ -52,7 +53,8 @@ def _convert(snapshot, out, *extra):
 
 
 def assert_same_detections(reference, boxes, scores, labels):
-    """The reference's TOP best detections are among (boxes, scores, labels) (one image, padded with -1)."""
+    """The reference's TOP best detections are among (boxes, scores, labels) (one image, maybe padded with -1)."""
+    boxes, scores, labels = np.asarray(boxes), np.asarray(scores), np.asarray(labels)
     valid = scores > SCORE_THRESHOLD
     boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
     assert len(scores) == len(reference.scores)
@@ -84,6 +86,9 @@ def test_saved_model_takes_uint8_and_float_images_of_any_size(snapshot, image, r
     as_float = loaded.signatures["serving_float32"](images=tf.constant(image[None].astype(np.float32)))
     np.testing.assert_allclose(as_float["boxes"].numpy(), outputs["boxes"].numpy(), atol=1e-4)
 
+    # the Python API runs it too
+    assert_same_detections(reference, *load_detector(str(out), score_threshold=SCORE_THRESHOLD).predict(image))
+
     # another size, a batch of two: boxes stay inside each image, the padding is -1
     batch = np.stack([image[:90, :120], image[10:, 30:]])
     both = loaded.signatures["serving_default"](images=tf.constant(batch))
@@ -102,6 +107,15 @@ def test_tflite_runs_in_the_tflite_interpreter(snapshot, image, reference, tmp_p
     outputs = runner(images=image[None])
     assert_same_detections(reference, outputs["boxes"][0], outputs["scores"][0], outputs["labels"][0])
 
+    detector = load_detector(str(out), score_threshold=SCORE_THRESHOLD)
+    assert_same_detections(reference, *detector.predict(image))
+    # an image of another size is fitted into the input size; boxes come back in its pixels
+    large = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    detections = detector.predict(large)
+    assert len(detections) > 0
+    assert detections.boxes[:, [0, 2]].max() <= 300 and detections.boxes[:, [1, 3]].max() <= 200
+    assert detections.boxes[:, 2].max() > 150  # not in the 150 px wide input's pixels
+
 
 def test_onnx_runs_in_onnxruntime(snapshot, image, reference, tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (optional extra: pip install '.[onnx]')")
@@ -112,6 +126,7 @@ def test_onnx_runs_in_onnxruntime(snapshot, image, reference, tmp_path):
     assert session.get_inputs()[0].type == "tensor(uint8)"
     boxes, scores, labels = session.run(["boxes", "scores", "labels"], {"images": image[None]})
     assert_same_detections(reference, boxes[0], scores[0], labels[0])
+    assert_same_detections(reference, *load_detector(str(out), score_threshold=SCORE_THRESHOLD).predict(image))
 
 
 def test_options_reach_the_graph(snapshot, tmp_path):

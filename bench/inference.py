@@ -1,24 +1,29 @@
 """Inference latency and peak memory of the ResNet-50 RetinaNet, against torchvision's.
 
-Each side runs in a fresh subprocess (so its peak RSS is its own): ours with this
+Each side runs in its own worker process (so its peak RSS is its own): ours with this
 interpreter, torchvision's ``retinanet_resnet50_fpn`` with ``--torch-python`` (default
 /work/venv-torch/bin/python) when that interpreter can import torch and torchvision.
-Same input size, same number of classes, same thread count (2) on both sides; random
-weights (no download). Prints the median, min and max latency over ``--runs`` runs after
-``--warmup`` runs, the peak RSS, and the ratio ours / torchvision.
+Same input size, same number of classes, 2 threads on both sides, random weights (no
+download). The workers are started one after the other (build + ``--warmup`` runs),
+then timed in interleaved rounds -- one image per side per round, the order rotating --
+so that both sides see the same background load on a shared machine. Prints median, min
+and max latency, peak RSS, and the ratio ours / torchvision (median of the per-round
+ratios).
 
 Our side runs the inference model of ``models.convert_model`` (detections filtered in the
-graph) through ``model.predict_on_batch`` -- the production path -- and, with
-``--modes``, through other execution modes for comparison:
+graph); ``--modes`` picks how it is executed:
 
 - ``predict``: ``model.predict_on_batch`` (Keras' tf.function with reduce_retracing);
 - ``function``: ``tf.function`` with a fixed input signature (B, H, W, 3) of any size;
-- ``xla``: ``tf.function(jit_compile=True)``, compiled for each input shape.
+- ``xla``: ``tf.function(jit_compile=True)``, compiled for each input shape;
+- ``folded``: ``predict_on_batch`` of ``convert_model(..., fold_batch_norm=True)``
+  (batch normalisation folded into the convolutions), the recommended path for prediction;
+- ``folded-xla``: both.
 
 Usage::
 
     python bench/inference.py [--runs 5] [--warmup 1] [--height 800] [--width 1333]
-                              [--classes 80] [--modes predict function xla] [--no-peer]
+                              [--classes 80] [--modes folded predict] [--no-peer]
 """
 import argparse
 import json
@@ -33,28 +38,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_TORCH_PYTHON = "/work/venv-torch/bin/python"
 NUM_THREADS = 2
-MODES = ("predict", "function", "xla")
+MODES = ("predict", "function", "xla", "folded", "folded-xla")
 
 
 def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _time_runs(run, warmup, runs):
+def _serve(run, warmup, info):
+    """Worker loop: warm up, then one timed run per 'run' line on stdin; JSON lines out."""
     start = time.perf_counter()
     for _ in range(warmup):
         run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(runs):
+    print(json.dumps(dict(info, ready=True, warmup_s=time.perf_counter() - start)), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    return {"warmup_s": first, "times_s": times}
+        print(json.dumps({"time_s": time.perf_counter() - start}), flush=True)
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
 
 
 def worker_ours(args):
-    """Build the ResNet-50 inference model and time one execution mode; prints a JSON line."""
+    """Build the ResNet-50 inference model and serve timed runs in one execution mode."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, REPO)
     import numpy as np
@@ -65,36 +72,31 @@ def worker_ours(args):
     from keras_retinanet import models
 
     backbone = models.backbone("resnet50")
-    model = models.convert_model(backbone.retinanet(num_classes=args.classes))
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(args.height, args.width, 3), dtype=np.uint8)
-
-    if args.mode == "predict":
+    model = models.convert_model(
+        backbone.retinanet(num_classes=args.classes), fold_batch_norm=args.mode.startswith("folded")
+    )
+    if args.mode in ("predict", "folded"):
         predict = model.predict_on_batch
     elif args.mode == "function":
         spec = tf.TensorSpec((None, None, None, 3), tf.float32)
         predict = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    elif args.mode == "xla":
+    elif args.mode in ("xla", "folded-xla"):
         predict = tf.function(lambda x: model(x, training=False), jit_compile=True)
     else:
         raise ValueError(f"unknown mode {args.mode!r}; expected one of {MODES}")
 
+    image = np.random.default_rng(0).integers(0, 256, size=(args.height, args.width, 3), dtype=np.uint8)
+
     def run():
         # preprocessing is part of the latency, as torchvision normalises inside its model
-        batch = backbone.preprocess_image(image)[None]
-        outputs = predict(batch)
+        outputs = predict(backbone.preprocess_image(image)[None])
         return [np.asarray(o) for o in outputs]
 
-    result = _time_runs(run, args.warmup, args.runs)
-    boxes, scores, labels = run()
-    result.update(
-        side="ours", mode=args.mode, peak_rss_mb=_peak_rss_mb(), detections=int((scores > 0).sum())
-    )
-    print(json.dumps(result))
+    _serve(run, args.warmup, {"side": "ours", "mode": args.mode})
 
 
 def worker_torch(args):
-    """Time torchvision's retinanet_resnet50_fpn; prints a JSON line."""
+    """Build torchvision's retinanet_resnet50_fpn and serve timed runs."""
     import torch
     import torchvision
 
@@ -115,25 +117,49 @@ def worker_torch(args):
         with torch.inference_mode():
             return model([image])
 
-    result = _time_runs(run, args.warmup, args.runs)
-    result.update(
-        side="torchvision", mode="eval", peak_rss_mb=_peak_rss_mb(), versions=[torch.__version__, torchvision.__version__]
-    )
-    print(json.dumps(result))
+    _serve(run, args.warmup, {"side": "torchvision", "mode": f"torchvision {torchvision.__version__}"})
 
 
-def _run_worker(python, side, args, mode=None):
-    command = [
-        python, os.path.abspath(__file__), "--worker", side, "--runs", str(args.runs), "--warmup", str(args.warmup),
-        "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
-    ]
-    if mode:
-        command += ["--mode", mode]
-    env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS))
-    completed = subprocess.run(command, capture_output=True, text=True, env=env)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+class _Worker:
+    def __init__(self, python, side, args, mode=None):
+        command = [
+            python, os.path.abspath(__file__), "--worker", side, "--warmup", str(args.warmup),
+            "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+        ]
+        if mode:
+            command += ["--mode", mode]
+        env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS))
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.info = self._read()
+        self.label = self.info["mode"] if side == "torch" else f"keras-retinanet [{mode}]"
+        self.times = []
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker failed:\n{self.process.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def run(self):
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        self.times.append(self._read()["time_s"])
+        return self.times[-1]
+
+    def close(self):
+        self.process.stdin.write("quit\n")
+        self.process.stdin.flush()
+        self.peak_rss_mb = self._read()["peak_rss_mb"]
+        self.process.wait()
+
+    def summary(self):
+        t = self.times
+        return (
+            f"median {statistics.median(t):6.2f} s  min {min(t):6.2f}  max {max(t):6.2f}  "
+            f"(build + warm-up {self.info['warmup_s']:5.1f} s)  peak RSS {self.peak_rss_mb:6.0f} MB"
+        )
 
 
 def _torch_available(python):
@@ -143,22 +169,18 @@ def _torch_available(python):
     return probe.returncode == 0
 
 
-def _summary(result):
-    times = result["times_s"]
-    return (
-        f"median {statistics.median(times):6.2f} s  min {min(times):6.2f}  max {max(times):6.2f}  "
-        f"(first call {result['warmup_s']:.1f} s)  peak RSS {result['peak_rss_mb']:6.0f} MB"
-    )
+def _load():
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def parse_args(args):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per side")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds (one run per side each)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per side first")
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--classes", type=int, default=80)
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=["predict"], help="our execution modes")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["folded"], help="our execution modes")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help="interpreter with torch + torchvision")
     parser.add_argument("--no-peer", action="store_true", help="skip torchvision")
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
@@ -173,31 +195,38 @@ def main(args=None):
     if args.worker == "torch":
         return worker_torch(args)
 
-    load = os.getloadavg()
     print(
         f"RetinaNet ResNet-50 FPN inference, {args.height}x{args.width}, {args.classes} classes, "
-        f"{NUM_THREADS} threads, {args.runs} runs after {args.warmup} warm-up; "
-        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+        f"{NUM_THREADS} threads, {args.runs} interleaved rounds after {args.warmup} warm-up run(s); "
+        f"load average before: {_load()} on {os.cpu_count()} CPUs",
+        flush=True,
     )
-    ours = {}
-    for mode in args.modes:
-        ours[mode] = _run_worker(sys.executable, "ours", args, mode)
-        print(f"  keras-retinanet [{mode:8s}] {_summary(ours[mode])}", flush=True)
+    workers = [_Worker(sys.executable, "ours", args, mode) for mode in args.modes]
+    peer = None
+    if not args.no_peer:
+        if _torch_available(args.torch_python):
+            peer = _Worker(args.torch_python, "torch", args)
+            workers.append(peer)
+        else:
+            print(f"  torchvision: not available ({args.torch_python} cannot import torch, torchvision)")
 
-    if args.no_peer:
-        return 0
-    if not _torch_available(args.torch_python):
-        print(f"  torchvision: not available ({args.torch_python} cannot import torch, torchvision)")
-        return 0
-    peer = _run_worker(args.torch_python, "torch", args)
-    print(f"  torchvision {peer['versions'][1]:>12s} {_summary(peer)}")
-    peer_median = statistics.median(peer["times_s"])
-    for mode, result in ours.items():
-        ratio = statistics.median(result["times_s"]) / peer_median
-        memory = result["peak_rss_mb"] / peer["peak_rss_mb"]
-        print(f"  ratio ours [{mode}] / torchvision: latency {ratio:.2f}x, peak RSS {memory:.2f}x")
-    load = os.getloadavg()
-    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for round_index in range(args.runs):
+        shift = round_index % len(workers)
+        for worker in workers[shift:] + workers[:shift]:
+            worker.run()
+    for worker in workers:
+        worker.close()
+        print(f"  {worker.label:32s} {worker.summary()}")
+
+    if peer is not None:
+        for worker in workers[:-1]:
+            ratios = [ours / theirs for ours, theirs in zip(worker.times, peer.times)]
+            memory = worker.peak_rss_mb / peer.peak_rss_mb
+            print(
+                f"  ratio {worker.label} / torchvision: latency {statistics.median(ratios):.2f}x "
+                f"(per-round {min(ratios):.2f}..{max(ratios):.2f}), peak RSS {memory:.2f}x"
+            )
+    print(f"load average after: {_load()}")
     return 0
 
 

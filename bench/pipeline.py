@@ -6,7 +6,9 @@ keras_retinanet.utils.synthetic):
   1. the tf.data pipeline (build_dataset): decode + random horizontal flip + resize to
      800/1333 + preprocess + anchor targets, batch 1 and 4, in images/s;
   2. the same steps through Generator[i] (sequential Python, what fizyr's CSVGenerator does);
-  3. anchor_targets_bbox alone for one 800x1333 image with 20 boxes and 80 classes, in ms;
+  3. anchor_targets_bbox alone for one 800x1333 image with 20 boxes and 80 classes, in ms,
+     on anchors_for_shape's (cached, read-only) anchors, whose IoU preparation is reused
+     as in training, and on a fresh writable copy, where it is not;
   4. compute_overlap of that image's anchors with the 20 boxes, in ms.
 
 fizyr/keras-retinanet 1.0.0 (CSVGenerator, Cython compute_overlap, anchor_targets_bbox) is
@@ -56,28 +58,35 @@ from keras_retinanet.utils.transform import random_transform_generator
 args = json.loads(sys.argv[1])
 result = {"package": keras_retinanet.__file__, "pipeline": {}}
 
-def timed(function, runs, warmup):
+def timed(function, runs, warmup, cpu=None):
     for _ in range(warmup):
         function()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 for batch_size in args["batch_sizes"]:
     generator = CSVGenerator(
         args["train"], args["classes"], batch_size=batch_size,
-        transform_generator=random_transform_generator(prng=np.random.RandomState(args["seed"]), flip_x_chance=args["flip"]),
+        transform_generator=random_transform_generator(
+            prng=np.random.RandomState(args["seed"]), flip_x_chance=args["flip"]
+        ),
         image_min_side=800, image_max_side=1333,
     )
     batches = max(1, args["images"] // batch_size)
     def epoch():
         for i in range(batches):
             generator[i % len(generator)]
-    times = timed(epoch, args["runs"], 1)
+    cpu = []
+    times = timed(epoch, args["runs"], 1, cpu)
     result["pipeline"][str(batch_size)] = [batches * batch_size / t for t in times]
+    cpu_ms = [1000 * c / (batches * batch_size) for c in cpu]
+    result.setdefault("pipeline_cpu_ms", {})[str(batch_size)] = cpu_ms
 
 anchors = anchors_for_shape(tuple(args["target_shape"]))
 boxes = np.array(args["boxes"], dtype=np.float64)
@@ -108,14 +117,17 @@ def parse_args(args):
     return parser.parse_args(args)
 
 
-def _timed(function, runs, warmup):
+def _timed(function, runs, warmup, cpu=None):
+    """Wall times of ``runs`` calls after ``warmup``; process CPU times appended to ``cpu``."""
     for _ in range(warmup):
         function()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -156,7 +168,7 @@ def _ours(train, classes, args, boxes, labels):
             image_max_side=1333,
         )
 
-    result = {"pipeline": {}, "sequential": {}}
+    result = {"pipeline": {}, "sequential": {}, "pipeline_cpu_ms": {}, "sequential_cpu_ms": {}}
     for batch_size in args.batch_sizes:
         batches = max(1, args.images // batch_size)
         iterator = iter(build_dataset(generator(batch_size), repeat=True, seed=SEED))
@@ -165,9 +177,11 @@ def _ours(train, classes, args, boxes, labels):
             for _ in range(batches):
                 next(iterator)
 
-        times = _timed(epoch, args.runs, 1)
+        cpu = []
+        times = _timed(epoch, args.runs, 1, cpu)
         del iterator
         result["pipeline"][batch_size] = [batches * batch_size / t for t in times]
+        result["pipeline_cpu_ms"][batch_size] = [1000 * c / (batches * batch_size) for c in cpu]
 
         sequential = generator(batch_size)
 
@@ -175,17 +189,23 @@ def _ours(train, classes, args, boxes, labels):
             for i in range(batches):
                 sequential[i % len(sequential)]
 
-        times = _timed(sequential_epoch, max(1, args.runs // 2), 1)
+        cpu = []
+        times = _timed(sequential_epoch, max(1, args.runs // 2), 1, cpu)
         result["sequential"][batch_size] = [batches * batch_size / t for t in times]
+        result["sequential_cpu_ms"][batch_size] = [1000 * c / (batches * batch_size) for c in cpu]
 
     anchors = anchors_for_shape(TARGET_SHAPE)
     annotations = {"bboxes": boxes, "labels": labels}
     image = np.zeros(TARGET_SHAPE, dtype=np.uint8)
-    result["targets_ms"] = [
-        1000 * t
-        for t in _timed(lambda: anchor_targets_bbox(anchors, [image], [annotations], NUM_CLASSES), args.target_runs, 3)
-    ]
-    result["overlap_ms"] = [1000 * t for t in _timed(lambda: compute_overlap(anchors, boxes), args.target_runs, 3)]
+    def milliseconds(function):
+        return [1000 * t for t in _timed(function, args.target_runs, 3)]
+
+    result["targets_ms"] = milliseconds(lambda: anchor_targets_bbox(anchors, [image], [annotations], NUM_CLASSES))
+    fresh = np.array(anchors)  # a writable copy: no reuse of the IoU preparation across calls
+    result["targets_fresh_ms"] = milliseconds(
+        lambda: anchor_targets_bbox(fresh, [image], [annotations], NUM_CLASSES)
+    )
+    result["overlap_ms"] = milliseconds(lambda: compute_overlap(anchors, boxes))
     result["num_anchors"] = len(anchors)
     return result
 
@@ -220,7 +240,8 @@ def _fizyr(python, train, classes, args, boxes, labels):
         print(f"fizyr run failed (exit {completed.returncode}):\n{tail}")
         return None
     result = json.loads(lines[-1][len("RESULT ") :])
-    result["pipeline"] = {int(k): v for k, v in result["pipeline"].items()}
+    for key in ("pipeline", "pipeline_cpu_ms"):
+        result[key] = {int(k): v for k, v in result[key].items()}
     return result
 
 
@@ -245,7 +266,8 @@ def main(args=None):
         data_dir = args.data_dir or tmp
         train, classes = _make_dataset(data_dir, args.images)
         print(f"machine: {os.cpu_count()} cores; load average (1, 5, 15 min) at start: {_load()}")
-        print(f"dataset: {args.images} synthetic {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]} PNG images, 3 classes, in {data_dir}")
+        size = f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}"
+        print(f"dataset: {args.images} synthetic {size} PNG images, 3 classes, in {data_dir}")
         ours = _ours(train, classes, args, boxes, labels)
         load_between = _load()
         peer = None
@@ -257,18 +279,31 @@ def main(args=None):
     print(f"load average after ours: {load_between}; at the end: {_load()}")
     if peer:
         print(f"fizyr package: {peer['package']}")
-    print(f"input pipeline: decode + flip (p={FLIP_CHANCE}) + resize 800/1333 + preprocess + anchor targets, images/s:")
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline"][batch_size] if peer else None
-        _line(f"tf.data build_dataset, batch {batch_size}", ours["pipeline"][batch_size], "img/s", peer_values)
-    for batch_size in args.batch_sizes:
-        peer_values = peer["pipeline"][batch_size] if peer else None
-        _line(f"Generator[i] sequential, batch {batch_size}", ours["sequential"][batch_size], "img/s", peer_values)
+    steps = f"decode + flip (p={FLIP_CHANCE}) + resize 800/1333 + preprocess + anchor targets"
+    sections = [
+        (f"input pipeline: {steps}, images/s:", "pipeline", "sequential", "pipeline", "img/s", True),
+        (
+            "CPU time per image (all threads; less sensitive to the machine's load), ms:",
+            "pipeline_cpu_ms",
+            "sequential_cpu_ms",
+            "pipeline_cpu_ms",
+            "ms",
+            False,
+        ),
+    ]
+    for title, pipeline_key, sequential_key, peer_key, unit, higher_is_better in sections:
+        print(title)
+        for label, key in (("tf.data build_dataset", pipeline_key), ("Generator[i] sequential", sequential_key)):
+            for batch_size in args.batch_sizes:
+                peer_values = peer[peer_key][batch_size] if peer else None
+                _line(f"{label}, batch {batch_size}", ours[key][batch_size], unit, peer_values, higher_is_better)
     print(
         f"anchor targets, one {TARGET_SHAPE[0]}x{TARGET_SHAPE[1]} image, {ours['num_anchors']} anchors, "
         f"{NUM_BOXES} boxes, {NUM_CLASSES} classes, ms:"
     )
-    _line("anchor_targets_bbox", ours["targets_ms"], "ms", peer["targets_ms"] if peer else None, False)
+    peer_targets = peer["targets_ms"] if peer else None
+    _line("anchor_targets_bbox", ours["targets_ms"], "ms", peer_targets, False)
+    _line("  same, anchors not reused", ours["targets_fresh_ms"], "ms", peer_targets, False)
     _line("compute_overlap", ours["overlap_ms"], "ms", peer["overlap_ms"] if peer else None, False)
     return 0
 

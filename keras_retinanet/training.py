@@ -26,6 +26,12 @@ from keras_retinanet.utils.image import random_visual_effect_generator
 from keras_retinanet.utils.transform import random_transform_generator
 
 
+# Keras' default BatchNormalization momentum (0.99) leaves the moving statistics of a backbone
+# trained from scratch far behind its weights for hundreds of steps, so evaluation (inference
+# mode) sees garbage; 0.9 tracks them within a few dozen steps.
+TRAINABLE_BN_MOMENTUM = 0.9
+
+
 class SetupError(ValueError):
     """Bad input found before training starts."""
 
@@ -171,7 +177,8 @@ def create_models(
         backbone_weights: 'imagenet', a weights file of the bare keras.applications
             backbone, or None (random).
         freeze_bn: run the backbone's BatchNormalization in inference mode (right with
-            pretrained weights and small batches; from scratch, let BN train).
+            pretrained weights and small batches); otherwise BN trains, with momentum
+            ``TRAINABLE_BN_MOMENTUM``.
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
@@ -186,6 +193,10 @@ def create_models(
     if pyramid_levels is not None:
         kwargs["pyramid_levels"] = pyramid_levels
     model = backbone_retinanet(num_classes, **kwargs)
+    if not freeze_bn:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+                layer.momentum = TRAINABLE_BN_MOMENTUM
     if weights is not None:
         model.load_weights(weights, skip_mismatch=True)
     compile_training_model(model, lr, optimizer_clipnorm)

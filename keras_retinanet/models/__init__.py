@@ -148,7 +148,9 @@ def convert_model(model, nms=True, class_specific_filter=True, anchor_params=Non
         class_specific_filter: per-class filtering and NMS (else best class per anchor).
         anchor_params: ``utils.anchors.AnchorParameters`` the model was trained with.
         **kwargs: passed to ``retinanet.retinanet_bbox`` (pyramid_levels, nms_threshold,
-            score_threshold, max_detections, ...).
+            score_threshold, max_detections, pre_nms_top_k, fold_batch_norm, ...).
+            ``fold_batch_norm=True`` gives the fastest model for prediction and export (an
+            independent copy; do not use it for a model that is still training).
 
     Returns:
         keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4), scores (B, D), labels (B, D)].

@@ -15,6 +15,7 @@ import keras
 
 from .. import initializers, layers
 from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, AnchorParameters
+from ..utils.model import fold_batch_normalization
 
 FEATURE_SIZE = 256  # channels of every pyramid level and of the submodels' hidden layers
 SUBMODEL_DEPTH = 4  # 3x3 conv + ReLU layers before each submodel's output layer
@@ -273,6 +274,7 @@ def retinanet_bbox(
     score_threshold=0.05,
     max_detections=300,
     parallel_iterations=32,
+    fold_batch_norm=False,
     **kwargs,
 ):
     """Inference model: training model + anchors, box decoding, clipping and filtering.
@@ -285,6 +287,10 @@ def retinanet_bbox(
         name: model name.
         anchor_params: ``AnchorParameters`` of the model (default ``AnchorParameters.default``).
         pyramid_levels: levels of the model (default: the 'P<l>' layers it has).
+        fold_batch_norm: return an independent copy with the backbone's batch normalisation
+            folded into its convolutions (``utils.model.fold_batch_normalization``): same
+            detections, faster. Leave False for a model that shares weights with a training
+            model still being trained (e.g. for evaluation callbacks).
         **kwargs: passed to ``retinanet`` when ``model`` is None.
 
     Returns:
@@ -327,4 +333,5 @@ def retinanet_bbox(
         **filter_options,
     )([boxes, classification] + other)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs=inputs, outputs=detections, name=name)
+    inference = keras.Model(inputs=inputs, outputs=detections, name=name)
+    return fold_batch_normalization(inference) if fold_batch_norm else inference

@@ -19,7 +19,13 @@ import warnings
 import keras
 import numpy as np
 
-from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, anchor_targets_bbox, anchors_for_shape, guess_shapes
+from ..utils.anchors import (
+    DEFAULT_PYRAMID_LEVELS,
+    aligned_zeros,
+    anchor_targets_bbox,
+    anchors_for_shape,
+    guess_shapes,
+)
 from ..utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
 from ..utils.image import (
     TransformParameters,
@@ -288,9 +294,9 @@ class Generator(keras.utils.PyDataset):
         return tuple(int(s) for s in shape)
 
     def compute_inputs(self, image_group):
-        """(B, H, W, C) float32 batch, images top-left aligned, zero padding."""
+        """(B, H, W, C) float32 batch, images top-left aligned, zero padding (see padded_shape)."""
         max_shape = self.padded_shape([image.shape for image in image_group])
-        image_batch = np.zeros((len(image_group),) + max_shape, dtype=np.float32)
+        image_batch = aligned_zeros((len(image_group),) + max_shape, np.float32)
         for index, image in enumerate(image_group):
             image_batch[index, : image.shape[0], : image.shape[1], : image.shape[2]] = image
         return image_batch

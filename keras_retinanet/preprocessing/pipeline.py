@@ -1,14 +1,15 @@
 """A parallel tf.data input pipeline over any ``Generator`` (what retinanet-train feeds to fit).
 
-Per image, in parallel (``num_parallel_calls``): read and decode, drop invalid boxes,
-visual effect, affine transform, resize, preprocess -- the generator's own methods, whose
-heavy work (OpenCV decode / warp / resize, NumPy arithmetic) runs outside the GIL -- and
-zero padding up to a multiple of the largest anchor stride, into memory that TF takes
-over without a copy. Per batch, in parallel: anchor targets on the padded batch shape
-(sparse NumPy, see ``utils.anchors.anchor_assignment``), carried compactly (a class index
-and a state per anchor) and expanded with ``tf.one_hot`` in the graph. Random draws
-(augmentation parameters, group order) happen in one Python thread in dataset order, so a
-seeded pipeline is repeatable whatever the parallelism.
+Batches are prepared in parallel (``num_parallel_calls``) by the generator's own steps:
+for each image, read and decode, drop invalid boxes, visual effect, affine transform,
+resize, preprocess; then the zero-padded batch (a multiple of the largest anchor stride)
+and its anchor targets on the padded shape (``compute_anchor_targets``, by default
+``anchor_targets_bbox``). Their heavy work -- OpenCV decode / warp / resize, NumPy
+arithmetic, the pruned IoU -- runs outside the GIL. The dense classification targets
+cost only their non-negative rows: they are written sparsely into lazily zero-mapped,
+aligned memory that TensorFlow adopts without a copy. Random draws (augmentation
+parameters, group order) happen in one Python thread in dataset order, so a seeded
+pipeline is repeatable whatever the parallelism.
 
 Elements: ``(images, {"regression": regression, "classification": classification})``::
 
@@ -17,8 +18,8 @@ Elements: ``(images, {"regression": regression, "classification": classification
     classification  (B, N, C + 1) float32: one-hot class, anchor state
 
 with N the anchors of an (H, W) input and anchor state -1 ignore / 0 negative /
-1 positive; the same values as ``Generator[i]`` gives for the same images without
-augmentation. An epoch is ``steps_per_epoch(generator)`` batches.
+1 positive: the values ``Generator[i]`` gives for the same images and augmentation.
+An epoch is ``steps_per_epoch(generator)`` batches.
 """
 import atexit
 import itertools
@@ -28,68 +29,61 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ..utils.anchors import (
-    ANCHOR_IGNORE,
-    ANCHOR_POSITIVE,
-    anchor_assignment,
-    anchor_targets_bbox,
-    bbox_transform,
-    check_annotations,
-)
 from ..utils.image import adjust_transform_for_image
 
 _IDENTITY = np.eye(3, dtype=np.float64)
-# tf.numpy_function shares (instead of copying) the memory of outputs aligned like this.
-_TENSOR_ALIGNMENT = 64
-
-
-def _aligned_zeros(shape, dtype):
-    """np.zeros whose data is _TENSOR_ALIGNMENT-aligned, so TF takes it over without a copy."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buffer = np.zeros(nbytes + _TENSOR_ALIGNMENT, dtype=np.uint8)
-    offset = -buffer.ctypes.data % _TENSOR_ALIGNMENT
-    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 class _ShutdownGuard:
     """Stops the Python work of live pipelines when the interpreter exits.
 
-    tf.data threads that call into Python while the interpreter finalizes hang forever
-    (and with them the exit). At exit, calls still to come fail at once and the ones
-    under way are given a moment to finish, so a program that keeps an iterator alive to
-    the end still exits.
+    A tf.data thread that calls into Python once the interpreter has started finalizing
+    hangs forever, and the exit with it (when an iterator is still alive at exit). At
+    exit, every later call fails at once, so the pipelines' buffers fill with errors and
+    their threads park; the exit waits until no call has started for QUIET_SECONDS (at
+    most GRACE_SECONDS). Deleting iterators before exit avoids all this.
     """
 
     GRACE_SECONDS = 5.0
+    QUIET_SECONDS = 0.2
 
     def __init__(self):
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._stopping = False
         self._running = 0
+        self._last_call = 0.0
         atexit.register(self.stop)
 
     def stop(self):
-        self._stopping.set()
+        with self._lock:
+            self._stopping = True
         deadline = time.monotonic() + self.GRACE_SECONDS
-        while self._running and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._lock:
+                quiet = self._running == 0 and time.monotonic() - self._last_call > self.QUIET_SECONDS
+            if quiet:
+                return
             time.sleep(0.01)
 
     @property
     def stopping(self):
-        return self._stopping.is_set()
+        with self._lock:
+            self._last_call = time.monotonic()
+            return self._stopping
 
     def wrap(self, function):
         def guarded(*args):
-            if self._stopping.is_set():
-                raise RuntimeError("the interpreter is exiting: keras_retinanet input pipeline stopped")
             with self._lock:
+                self._last_call = time.monotonic()
+                if self._stopping:
+                    raise RuntimeError("the interpreter is exiting: keras_retinanet input pipeline stopped")
                 self._running += 1
             try:
                 return function(*args)
             finally:
                 with self._lock:
                     self._running -= 1
+                    self._last_call = time.monotonic()
 
         return guarded
 
@@ -122,7 +116,12 @@ class _EffectRegistry:
 
 
 def _source(generator, shuffle, rng, effects):
-    """Python generator of one epoch: (image index, effect id or -1, raw transform, has transform)."""
+    """Python generator of one epoch, one group (batch) at a time.
+
+    Yields:
+        image indices (B,) int64, effect ids (B,) int64 (-1: none), raw transforms
+        (B, 3, 3) float64 and has-transform flags (B,) bool.
+    """
 
     def epoch():
         groups = list(generator.groups)
@@ -131,24 +130,34 @@ def _source(generator, shuffle, rng, effects):
         for group in groups:
             if _GUARD.stopping:
                 return
-            for image_index in group:
+            effect_ids, transforms, has_transform = [], [], []
+            for _ in group:
                 effect_id = -1
                 if generator.visual_effect_generator is not None:
                     effect_id = effects.put(next(generator.visual_effect_generator))
-                transform, has_transform = _IDENTITY, False
+                effect_ids.append(effect_id)
                 if generator.transform_generator is not None:
-                    transform, has_transform = next(generator.transform_generator), True
-                yield image_index, effect_id, np.asarray(transform, dtype=np.float64), has_transform
+                    transforms.append(next(generator.transform_generator))
+                    has_transform.append(True)
+                else:
+                    transforms.append(_IDENTITY)
+                    has_transform.append(False)
+            yield (
+                np.asarray(group, dtype=np.int64),
+                np.asarray(effect_ids, dtype=np.int64),
+                np.asarray(transforms, dtype=np.float64).reshape(len(group), 3, 3),
+                np.asarray(has_transform, dtype=bool),
+            )
 
     return epoch
 
 
 def _load_entry(generator, effects, image_index, effect_id, transform, has_transform):
-    """One image through the generator's steps; NumPy in, NumPy out (runs in tf.numpy_function).
+    """One image through the generator's steps, as ``Generator.compute_input_output`` runs them.
 
     Returns:
-        image: (H', W', 3) float32, zero-padded to multiples of generator.padding_multiple.
-        boxes: (K, 4) float64; labels: (K,) int32; shape: (2,) int32 size before padding.
+        image: (H, W, 3) float32, resized and preprocessed.
+        annotations: dict with ``bboxes`` (K, 4) and ``labels`` (K,), moved with the image.
     """
     group = [int(image_index)]
     image_group = generator.load_image_group(group)
@@ -163,52 +172,29 @@ def _load_entry(generator, effects, image_index, effect_id, transform, has_trans
         )
         image, annotations = generator.random_transform_group_entry(image, annotations, transform)
     image, annotations = generator.preprocess_group_entry(image, annotations)
-    boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(annotations["labels"]).astype(np.int32).reshape(-1)
-    height, width = image.shape[:2]
-    padded = _aligned_zeros(generator.padded_shape([image.shape]), np.float32)
-    padded[:height, :width] = image
-    return padded, boxes, labels, np.array([height, width], dtype=np.int32)
+    return np.asarray(image, dtype=np.float32), annotations
 
 
-def _compact_targets(generator, padded_shape, boxes, labels, num_boxes, shapes):
-    """Batch targets without the dense one-hot.
+def _load_batch(generator, effects, image_indices, effect_ids, transforms, has_transform):
+    """One batch (runs in tf.numpy_function): ``Generator.compute_input_output`` with pre-drawn augmentation.
 
     Returns:
-        regression: (B, N, 5) float32, as in ``anchor_targets_bbox``.
-        classes: (B, N) int32, class + 1 of positive anchors, 0 for the others.
+        images (B, H, W, 3), regression (B, N, 5) and labels (B, N, C + 1), float32.
     """
-    anchors = generator.generate_anchors(tuple(padded_shape))
-    batch_size, num_anchors = len(shapes), len(anchors)
-    # Zeros are mapped lazily: only the rows written below cost anything.
-    regression = _aligned_zeros((batch_size, num_anchors, 4 + 1), np.float32)
-    classes = _aligned_zeros((batch_size, num_anchors), np.int32)
-    num_classes = generator.num_classes()
-    for b in range(batch_size):
-        count = int(num_boxes[b])
-        image_boxes, image_labels = check_annotations(
-            {"bboxes": boxes[b, :count], "labels": labels[b, :count]}, num_classes, "image annotations"
-        )
-        positive, matched, ignored = anchor_assignment(anchors, tuple(shapes[b]), image_boxes)
-        regression[b, ignored, 4] = ANCHOR_IGNORE
-        regression[b, positive, 4] = ANCHOR_POSITIVE
-        regression[b, positive, :4] = bbox_transform(anchors[positive], image_boxes[matched])
-        classes[b, positive] = image_labels[matched] + 1
-    return regression, classes
-
-
-def _dense_targets(generator, padded_shape, boxes, labels, num_boxes, shapes):
-    """Batch targets from the generator's own ``compute_anchor_targets`` (a custom one)."""
-    anchors = generator.generate_anchors(tuple(padded_shape))
-    annotations_group = [
-        {"bboxes": boxes[b, : int(num_boxes[b])], "labels": labels[b, : int(num_boxes[b])]}
-        for b in range(len(shapes))
+    entries = [
+        _load_entry(generator, effects, *entry)
+        for entry in zip(image_indices, effect_ids, transforms, has_transform)
     ]
-    image_shapes = [tuple(int(s) for s in shape) + (3,) for shape in shapes]
-    regression, classification = generator.compute_anchor_targets(
-        anchors, image_shapes, annotations_group, generator.num_classes()
+    image_group = [image for image, _ in entries]
+    annotations_group = [annotations for _, annotations in entries]
+    inputs = generator.compute_inputs(image_group)
+    regression, labels = generator.compute_targets(image_group, annotations_group)
+    # float32 arrays pass as they are (aligned ones without a copy); others are converted
+    return (
+        np.asarray(inputs, dtype=np.float32),
+        np.asarray(regression, dtype=np.float32),
+        np.asarray(labels, dtype=np.float32),
     )
-    return np.asarray(regression, np.float32), np.asarray(classification, np.float32)
 
 
 def build_dataset(
@@ -228,7 +214,7 @@ def build_dataset(
             and compute_anchor_targets are used. Do not iterate the generator itself at
             the same time (they share the augmentation iterators).
         shuffle: shuffle the order of the groups at every epoch.
-        num_parallel_calls: images (and batches) processed in parallel.
+        num_parallel_calls: batches prepared in parallel.
         prefetch: batches prepared ahead (None: no prefetch).
         repeat: True: repeat forever (pass ``steps_per_epoch`` to fit); False: one epoch
             per iteration of the dataset.
@@ -244,81 +230,38 @@ def build_dataset(
     rng = np.random.default_rng(seed)
     effects = _EffectRegistry()
     num_classes = generator.num_classes()
-    compact = generator.compute_anchor_targets is anchor_targets_bbox
 
     dataset = tf.data.Dataset.from_generator(
         _source(generator, shuffle, rng, effects),
         output_signature=(
-            tf.TensorSpec((), tf.int64),
-            tf.TensorSpec((), tf.int64),
-            tf.TensorSpec((3, 3), tf.float64),
-            tf.TensorSpec((), tf.bool),
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None, 3, 3), tf.float64),
+            tf.TensorSpec((None,), tf.bool),
         ),
     )
     if repeat:
         dataset = dataset.repeat()
 
-    def load(image_index, effect_id, transform, has_transform):
-        image, boxes, labels, shape = tf.numpy_function(
-            _GUARD.wrap(lambda *args: _load_entry(generator, effects, *args)),
-            [image_index, effect_id, transform, has_transform],
-            [tf.float32, tf.float64, tf.int32, tf.int32],
-            name="load_entry",
+    def load(image_indices, effect_ids, transforms, has_transform):
+        images, regression, classification = tf.numpy_function(
+            _GUARD.wrap(lambda *args: _load_batch(generator, effects, *args)),
+            [image_indices, effect_ids, transforms, has_transform],
+            [tf.float32, tf.float32, tf.float32],
+            name="load_batch",
         )
-        image.set_shape((None, None, 3))
-        boxes.set_shape((None, 4))
-        labels.set_shape((None,))
-        shape.set_shape((2,))
-        return image, boxes, labels, tf.shape(labels)[0], shape
-
-    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    # Consecutive elements are the images of one group; a group always has batch_size images.
-    if generator.batch_size == 1:  # a batch of one needs no copy
-        dataset = dataset.map(lambda *entry: tuple(tf.expand_dims(t, 0) for t in entry))
-    else:
-        dataset = dataset.padded_batch(
-            generator.batch_size,
-            padded_shapes=([None, None, 3], [None, 4], [None], [], [2]),
-            padding_values=(
-                tf.constant(0.0, tf.float32),
-                tf.constant(0.0, tf.float64),
-                tf.constant(-1, tf.int32),
-                tf.constant(0, tf.int32),
-                tf.constant(0, tf.int32),
-            ),
-        )
-
-    def targets(images, boxes, labels, num_boxes, shapes):
-        padded_shape = tf.shape(images)[1:3]
-        if compact:
-            regression, classes = tf.numpy_function(
-                _GUARD.wrap(lambda *args: _compact_targets(generator, *args)),
-                [padded_shape, boxes, labels, num_boxes, shapes],
-                [tf.float32, tf.int32],
-                name="anchor_targets",
-            )
-            classes.set_shape((None, None))
-            regression.set_shape((None, None, 5))
-            one_hot = tf.one_hot(classes - 1, num_classes, dtype=tf.float32)  # -1: all zero
-            classification = tf.concat([one_hot, regression[..., 4:]], axis=-1)
-        else:
-            regression, classification = tf.numpy_function(
-                _GUARD.wrap(lambda *args: _dense_targets(generator, *args)),
-                [padded_shape, boxes, labels, num_boxes, shapes],
-                [tf.float32, tf.float32],
-                name="anchor_targets",
-            )
-            regression.set_shape((None, None, 5))
-            classification.set_shape((None, None, num_classes + 1))
+        images.set_shape((None, None, None, 3))
+        regression.set_shape((None, None, 5))
+        classification.set_shape((None, None, num_classes + 1))
         return images, {"regression": regression, "classification": classification}
 
-    dataset = dataset.map(targets, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(generator)))
     if prefetch is not None:
         dataset = dataset.prefetch(prefetch)
     options = tf.data.Options()
-    # One thread per op: parallelism comes from the parallel maps; multi-threaded ops here
-    # would only spin and compete with them (and with the model) for the cores.
+    # One thread per op: parallelism comes from the parallel map; multi-threaded ops here
+    # would only spin and compete with it (and with the model) for the cores.
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options)

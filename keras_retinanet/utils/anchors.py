@@ -1,8 +1,13 @@
-"""Anchor boxes: generation per pyramid level and their placement over an image.
+"""Anchor boxes (generation per pyramid level, placement over an image) and training targets.
 
 All boxes are absolute ``x1, y1, x2, y2`` float32. Anchors of one image are ordered
 level by level (P3 first), then by feature-map row, column, and last by anchor
 (ratio-major, scale-minor) -- the order in which the model's submodels emit them.
+
+Targets follow fizyr: an anchor whose best IoU with an annotation is >= 0.5 is positive,
+in (0.4, 0.5) ignored, otherwise negative; anchors centred outside their image (in the
+batch padding) are ignored. The state (-1 ignore, 0 negative, 1 positive) is the last
+column of both target arrays.
 """
 import collections
 import threading
@@ -209,6 +214,25 @@ def bbox_transform(anchors, gt_boxes, mean=None, std=None):
     return ((targets - mean) / std).astype(np.float32)
 
 
+# Data alignment TensorFlow needs to adopt a NumPy buffer without copying it.
+TENSOR_ALIGNMENT = 64
+
+
+def aligned_zeros(shape, dtype=np.float32):
+    """``np.zeros`` whose data is TENSOR_ALIGNMENT-byte aligned.
+
+    TensorFlow (``tf.numpy_function`` outputs, ``tf.constant``) takes such arrays over
+    without a copy. Large zero arrays are mapped lazily by the OS: writing a few rows of
+    one costs only those rows' pages, and untouched pages read as zeros for free.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.zeros(nbytes + TENSOR_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % TENSOR_ALIGNMENT
+    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 # IoU thresholds of the anchor assignment (fizyr's defaults).
 DEFAULT_NEGATIVE_OVERLAP = 0.4
 DEFAULT_POSITIVE_OVERLAP = 0.5
@@ -373,9 +397,10 @@ def anchor_targets_bbox(
         )
     anchors = np.asarray(anchors)
     batch_size, num_anchors = len(image_group), len(anchors)
-    # np.zeros maps untouched pages lazily: only the rows written below cost anything.
-    regression_batch = np.zeros((batch_size, num_anchors, 4 + 1), dtype=np.float32)
-    labels_batch = np.zeros((batch_size, num_anchors, num_classes + 1), dtype=np.float32)
+    # Untouched zero pages cost nothing: only the rows written below do, and the result
+    # (aligned) goes into TensorFlow without a copy.
+    regression_batch = aligned_zeros((batch_size, num_anchors, 4 + 1), np.float32)
+    labels_batch = aligned_zeros((batch_size, num_anchors, num_classes + 1), np.float32)
 
     for index, (image, annotations) in enumerate(zip(image_group, annotations_group)):
         image_shape = image.shape if hasattr(image, "shape") else image

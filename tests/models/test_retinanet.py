@@ -203,3 +203,16 @@ def test_mixed_precision_outputs_stay_float32():
     }
     loss = model.train_on_batch(image, targets)
     assert np.isfinite(loss).all()
+
+
+def test_convert_model_can_fold_batch_norm(small_model):
+    image = _image(5, shape=(128, 128))
+    plain = models.convert_model(small_model, score_threshold=0.0, max_detections=20)
+    folded = models.convert_model(small_model, score_threshold=0.0, max_detections=20, fold_batch_norm=True)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
+    assert folded.get_layer("conv_pw_13") is not small_model.get_layer("conv_pw_13")
+    expected = plain.predict_on_batch(image)
+    actual = folded.predict_on_batch(image)
+    np.testing.assert_allclose(actual[0], expected[0], atol=1e-3)
+    np.testing.assert_allclose(actual[1], expected[1], rtol=1e-5)
+    np.testing.assert_array_equal(actual[2], expected[2])

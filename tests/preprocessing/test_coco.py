@@ -68,10 +68,19 @@ def _broken(change):
     [
         (_broken(lambda d: d.pop("categories")), "missing list 'categories'"),
         (_broken(lambda d: d["images"][1].pop("file_name")), r"images\[1\] misses file_name"),
-        (_broken(lambda d: d["annotations"][2].update(bbox=[1, 2, 3])), r"annotations\[2\] \(id 3\): bbox must be 4 numbers"),
-        (_broken(lambda d: d["annotations"][0].update(category_id=5)), r"annotations\[0\] \(id 1\): unknown category_id 5"),
+        (
+            _broken(lambda d: d["annotations"][2].update(bbox=[1, 2, 3])),
+            r"annotations\[2\] \(id 3\): bbox must be 4 numbers",
+        ),
+        (
+            _broken(lambda d: d["annotations"][0].update(category_id=5)),
+            r"annotations\[0\] \(id 1\): unknown category_id 5",
+        ),
         (_broken(lambda d: d["annotations"][4].update(image_id=99)), r"annotations\[4\] \(id 5\): unknown image_id 99"),
-        (_broken(lambda d: d["categories"].append({"id": 3, "name": "bird"})), r"categories\[2\]: duplicate category id 3"),
+        (
+            _broken(lambda d: d["categories"].append({"id": 3, "name": "bird"})),
+            r"categories\[2\]: duplicate category id 3",
+        ),
     ],
 )
 def test_bad_annotation_files_are_named(tmp_path, dataset, message):

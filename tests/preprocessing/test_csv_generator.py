@@ -58,7 +58,9 @@ def test_base_dir(tmp_path):
 
 
 def test_synthetic_dataset_parses_to_the_written_boxes(tmp_path):
-    csv_path, records = synthetic.write_split(str(tmp_path), "train", num_images=12, image_size=(64, 80), seed=4, empty_fraction=0.3)
+    csv_path, records = synthetic.write_split(
+        str(tmp_path), "train", num_images=12, image_size=(64, 80), seed=4, empty_fraction=0.3
+    )
     classes = synthetic.write_classes(str(tmp_path / "classes.csv"))
     generator = CSVGenerator(csv_path, classes, group_method="none", shuffle_groups=False)
     assert generator.size() == len(records) == 12

@@ -79,7 +79,13 @@ def test_grouping_methods():
 def test_batch_is_padded_to_a_multiple_of_128_and_targets_use_the_padded_shape():
     images, annotations = _dataset()
     generator = InMemoryGenerator(
-        images, annotations, batch_size=2, group_method="none", shuffle_groups=False, image_min_side=64, image_max_side=200
+        images,
+        annotations,
+        batch_size=2,
+        group_method="none",
+        shuffle_groups=False,
+        image_min_side=64,
+        image_max_side=200,
     )
     inputs, (regression, labels) = generator[0]  # images 64x96 -> 64x96 and 96x64 -> 96x64
     assert inputs.shape == (2, 128, 128, 3) and inputs.dtype == np.float32
@@ -99,7 +105,9 @@ def test_batch_is_padded_to_a_multiple_of_128_and_targets_use_the_padded_shape()
 
 def test_resize_and_no_resize():
     images, annotations = _dataset()
-    resized = InMemoryGenerator(images, annotations, group_method="none", shuffle_groups=False, image_min_side=128, image_max_side=160)
+    resized = InMemoryGenerator(
+        images, annotations, group_method="none", shuffle_groups=False, image_min_side=128, image_max_side=160
+    )
     image, annotation = resized.preprocess_group_entry(images[0], resized.load_annotations(0))
     assert image.shape == (107, 160, 3)  # 64x96 scaled by 160 / 96
     np.testing.assert_allclose(annotation["bboxes"][0], np.array([10, 10, 40, 40]) * 160 / 96)

@@ -37,7 +37,8 @@ def test_parses_objects_and_flags(tmp_path):
         {
             "000001": _object("pear", (1, 2, 30, 20)) + _object("apple", (10, 10, 20, 20), truncated=1),
             "000002": _object("apple", (5, 5, 15, 15), difficult=1)
-            + "<object><name>pear</name><bndbox><xmin>3</xmin><ymin>3</ymin><xmax>9.5</xmax><ymax>9</ymax></bndbox></object>",
+            + "<object><name>pear</name><bndbox>"
+            + "<xmin>3</xmin><ymin>3</ymin><xmax>9.5</xmax><ymax>9</ymax></bndbox></object>",
         },
     )
     generator = PascalVocGenerator(data_dir, "trainval", classes=CLASSES, group_method="none", shuffle_groups=False)
@@ -55,7 +56,13 @@ def test_parses_objects_and_flags(tmp_path):
     assert generator.load_image(0).shape == (40, 60, 3)
 
     skipping = PascalVocGenerator(
-        data_dir, "trainval", classes=CLASSES, skip_truncated=True, skip_difficult=True, group_method="none", shuffle_groups=False
+        data_dir,
+        "trainval",
+        classes=CLASSES,
+        skip_truncated=True,
+        skip_difficult=True,
+        group_method="none",
+        shuffle_groups=False,
     )
     np.testing.assert_array_equal(skipping.load_annotations(0)["labels"], [1])
     np.testing.assert_array_equal(skipping.load_annotations(1)["labels"], [1])
@@ -68,7 +75,10 @@ def test_parses_objects_and_flags(tmp_path):
         (_object("plum", (1, 1, 5, 5)), r"object #0: class name 'plum' not found in classes: \['apple', 'pear'\]"),
         (_object("apple", (1, 1, 5, 5)) + "<object><name>pear</name></object>", "object #1: missing element 'bndbox'"),
         (_object("apple", ("a", 1, 5, 5)), "object #0: illegal value for 'bndbox.xmin'"),
-        ("<object><name>pear</name><bndbox><xmin>1</xmin><ymin>1</ymin><ymax>2</ymax></bndbox></object>", "missing element 'bndbox.xmax'"),
+        (
+            "<object><name>pear</name><bndbox><xmin>1</xmin><ymin>1</ymin><ymax>2</ymax></bndbox></object>",
+            "missing element 'bndbox.xmax'",
+        ),
         (_object("apple", (8, 1, 5, 5)), r"object #0: xmax \(5\) must not be lower than xmin \(8\)"),
         ("<annotation><object>", "mismatched tag|no element found|unclosed token"),
     ],

@@ -112,7 +112,9 @@ def test_custom_anchor_target_function_is_used(mixed_dataset):
 
 def test_missing_image_names_its_path(tmp_path):
     paths = synthetic.make_dataset(str(tmp_path), {"train": 2}, image_size=64)
-    generator = CSVGenerator(paths["train"], paths["classes"], group_method="none", image_min_side=64, image_max_side=64)
+    generator = CSVGenerator(
+        paths["train"], paths["classes"], group_method="none", image_min_side=64, image_max_side=64
+    )
     missing = generator.image_path(1)
     os.remove(missing)
     with pytest.raises(tf.errors.OpError, match=f"image file not found: {missing}"):

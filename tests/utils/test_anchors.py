@@ -91,7 +91,9 @@ def test_hand_built_states():
     states = [1, -1, 0, 1, 0, 0, -1, -1]
     np.testing.assert_array_equal(regression[0, :, 4], states)
     np.testing.assert_array_equal(labels[0, :, 3], states)
-    np.testing.assert_array_equal(labels[0, :, :3], [[0, 0, 1], [0] * 3, [0] * 3, [0, 0, 1], [0] * 3, [0] * 3, [0] * 3, [0] * 3])
+    one_hot = np.zeros((8, 3))
+    one_hot[[0, 3], 2] = 1  # the positives have the first box's class, 2
+    np.testing.assert_array_equal(labels[0, :, :3], one_hot)
     np.testing.assert_allclose(regression[0, 0, :4], [0, 0, 0, 0])
     # anchor 3 is twice as high as the box: y2 moves by -10 / 20 / 0.2
     np.testing.assert_allclose(regression[0, 3, :4], [0, 0, 0, -2.5])

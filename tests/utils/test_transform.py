@@ -50,7 +50,9 @@ def test_random_draws_stay_in_range_and_repeat_for_a_seed():
     np.testing.assert_array_equal(random_flip(1, 0, prng), scaling((-1, 1)))
     np.testing.assert_array_equal(random_flip(0, 1, prng), scaling((1, -1)))
     np.testing.assert_array_equal(random_flip(0, 0, prng), np.eye(3))
-    kwargs = dict(min_rotation=-0.1, max_rotation=0.1, flip_x_chance=0.5, min_scaling=(0.9, 0.9), max_scaling=(1.1, 1.1))
+    kwargs = dict(
+        min_rotation=-0.1, max_rotation=0.1, flip_x_chance=0.5, min_scaling=(0.9, 0.9), max_scaling=(1.1, 1.1)
+    )
     a = random_transform_generator(prng=np.random.RandomState(7), **kwargs)
     b = random_transform_generator(prng=np.random.RandomState(7), **kwargs)
     for _ in range(5):

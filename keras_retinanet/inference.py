@@ -431,6 +431,7 @@ def load_inference_model(
     config=None,
     nms=True,
     class_specific_filter=True,
+    fold_batch_norm=True,
     **filter_options,
 ):
     """Load a ``.keras`` model as an inference model, converting a training model.
@@ -444,6 +445,9 @@ def load_inference_model(
             levels used for training (training models only).
         nms, class_specific_filter, **filter_options: ``models.convert_model`` options
             (nms_threshold, score_threshold, max_detections, ...).
+        fold_batch_norm: fold the backbone's batch normalisation into its convolutions
+            (same detections, faster; the inference model no longer shares weights with
+            the training model).
 
     Returns:
         (inference model, was_converted).
@@ -478,8 +482,9 @@ def load_inference_model(
     if pyramid_levels is not None:
         filter_options["pyramid_levels"] = pyramid_levels
     converted = models.convert_model(
-        model, nms=nms, class_specific_filter=class_specific_filter, anchor_params=anchor_params, **filter_options
-    )
+        model, nms=nms, class_specific_filter=class_specific_filter, anchor_params=anchor_params,
+        fold_batch_norm=fold_batch_norm, **filter_options,
+    )  # fmt: skip
     return converted, True
 
 

@@ -52,6 +52,9 @@ def parse_args(args):
     parser.add_argument("--no-nms", dest="nms", action="store_false", help="no non-maximum suppression")
     parser.add_argument("--no-class-specific-filter", dest="class_specific_filter", action="store_false",
                         help="keep only each anchor's best class; class-agnostic NMS")
+    parser.add_argument("--no-fold-batch-norm", dest="fold_batch_norm", action="store_false",
+                        help="keep the backbone's batch normalisation layers (by default they are folded into "
+                             "the convolutions: same detections, faster)")
     parser.add_argument("--config", help="config .ini with the anchor parameters / pyramid levels of training")
     parser.add_argument("--nms-threshold", type=float, default=0.5,
                         help="IoU above which NMS drops the lower-scoring box (default 0.5)")
@@ -120,6 +123,7 @@ def convert(args, format):
             config=args.config,
             nms=args.nms,
             class_specific_filter=args.class_specific_filter,
+            fold_batch_norm=args.fold_batch_norm,
             nms_threshold=args.nms_threshold,
             score_threshold=args.score_threshold,
             max_detections=args.max_detections,

@@ -98,6 +98,7 @@ def test_saved_model_takes_uint8_and_float_images_of_any_size(snapshot, image, r
     assert boxes[valid][:, [0, 2]].max() <= 120 and boxes[valid][:, [1, 3]].max() <= 90
 
 
+@pytest.mark.filterwarnings("ignore:\\s*Warning. tf.lite.Interpreter is deprecated:UserWarning")
 def test_tflite_runs_in_the_tflite_interpreter(snapshot, image, reference, tmp_path):
     out = _convert(snapshot, tmp_path / "model.tflite", "--input-size", *map(str, IMAGE_SHAPE))
     interpreter = tf.lite.Interpreter(model_path=str(out))

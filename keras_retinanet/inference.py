@@ -19,6 +19,7 @@ import dataclasses
 import os
 import warnings
 
+import cv2
 import numpy as np
 
 from .export import INPUT_NAME, OUTPUT_NAMES, PADDING_VALUE, SERVING_SIGNATURES, format_from_path
@@ -124,7 +125,7 @@ class SavedModelRunner:
         return tuple(outputs[name].numpy() for name in OUTPUT_NAMES)
 
 
-def _tflite_interpreter(path):
+def _tflite_interpreter(path, num_threads=None):
     try:
         from ai_edge_litert.interpreter import Interpreter  # TensorFlow's successor, if installed
     except ImportError:
@@ -133,7 +134,7 @@ def _tflite_interpreter(path):
         Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
-        return Interpreter(model_path=os.fspath(path))
+        return Interpreter(model_path=os.fspath(path), num_threads=num_threads)
 
 
 class TFLiteRunner:
@@ -141,13 +142,17 @@ class TFLiteRunner:
 
     Images of another size are resized to fit the input size (aspect ratio kept) and
     padded at the bottom and right; boxes are scaled back to the image.
+
+    Args:
+        path: ``.tflite`` file.
+        num_threads: interpreter threads (None: its default).
     """
 
     max_batch_size = 1
 
-    def __init__(self, path):
+    def __init__(self, path, num_threads=None):
         try:
-            interpreter = _tflite_interpreter(path)
+            interpreter = _tflite_interpreter(path, num_threads)
         except (ValueError, RuntimeError) as error:
             raise ModelLoadError(f"cannot load TFLite model {path}: {_first_line(error)}") from None
         try:
@@ -168,8 +173,6 @@ class TFLiteRunner:
         if (height, width) != (self.input_height, self.input_width):
             scale = min(self.input_height / height, self.input_width / width)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            import cv2
-
             resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             image = np.zeros((self.input_height, self.input_width, 3), dtype=image.dtype)
             image[: resized.shape[0], : resized.shape[1]] = resized
@@ -180,12 +183,17 @@ class TFLiteRunner:
 
 
 class OnnxRunner:
-    """ONNX model written by ``export.export_onnx`` (any size, any batch), on ONNX Runtime."""
+    """ONNX model written by ``export.export_onnx`` (any size, any batch), on ONNX Runtime.
+
+    Args:
+        path: ``.onnx`` file.
+        num_threads: intra-op threads (None: ONNX Runtime's default, one per core).
+    """
 
     max_batch_size = None
     LOG_SEVERITY_ERROR = 3
 
-    def __init__(self, path):
+    def __init__(self, path, num_threads=None):
         try:
             import onnxruntime
         except ImportError:
@@ -194,6 +202,8 @@ class OnnxRunner:
             ) from None
         options = onnxruntime.SessionOptions()
         options.log_severity_level = self.LOG_SEVERITY_ERROR
+        if num_threads is not None:
+            options.intra_op_num_threads = num_threads
         try:
             self.session = onnxruntime.InferenceSession(
                 os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -22,7 +22,10 @@ FORMAT_HELP = """formats:
                 images) and serving_float32 (float32 images), any image size and
                 batch; returns {boxes, scores, labels} in original-image pixels.
   .tflite       TFLite: a FIXED input size (TFLite interpreters allocate one shape):
-                --input-size H W is required; batch 1; --input-dtype uint8|float32.
+                --input-size H W is required (the size of the images it will take; it
+                still resizes them to min/max side inside); batch 1; --input-dtype
+                uint8|float32. retinanet-predict and keras_retinanet.inference fit
+                images of other sizes into it (aspect ratio kept, padded).
   .onnx         ONNX (needs the optional tf2onnx: pip install 'keras-retinanet[onnx]'):
                 any image size and batch; --input-dtype uint8|float32.
 Every format keeps NMS and the score threshold in the graph; outputs are padded with -1

@@ -48,7 +48,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pillow>=9"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],
     },
     entry_points={
         "console_scripts": [

@@ -20,10 +20,21 @@ graph); ``--modes`` picks how it is executed:
   (batch normalisation folded into the convolutions), the recommended path for prediction;
 - ``folded-xla``: both.
 
+With ``--formats``, the same (folded) model is also exported by ``keras_retinanet.export``
+and run end to end from a uint8 image (preprocessing, resize -- a no-op at this size --
+and NMS in the graph), each in its own worker:
+
+- ``saved_model``: the SavedModel's ``serving_default`` signature in TensorFlow;
+- ``onnx``: ONNX Runtime, 2 intra-op threads (needs the ``onnx`` extra: tf2onnx, onnxruntime);
+- ``tflite``: the TFLite interpreter, 2 threads, input size fixed to --height x --width.
+
+The export time is printed, and each format's latency relative to our first mode.
+
 Usage::
 
     python bench/inference.py [--runs 5] [--warmup 1] [--height 800] [--width 1333]
                               [--classes 80] [--modes folded predict] [--no-peer]
+                              [--formats saved_model onnx tflite]
 """
 import argparse
 import json
@@ -39,6 +50,8 @@ REPO = os.path.dirname(HERE)
 DEFAULT_TORCH_PYTHON = "/work/venv-torch/bin/python"
 NUM_THREADS = 2
 MODES = ("predict", "function", "xla", "folded", "folded-xla")
+FORMATS = ("saved_model", "onnx", "tflite")
+EXPORT_FILE_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
 
 
 def _peak_rss_mb():
@@ -95,6 +108,55 @@ def worker_ours(args):
     _serve(run, args.warmup, {"side": "ours", "mode": args.mode})
 
 
+def worker_export(args):
+    """Export the folded ResNet-50 inference model in one format and serve timed runs of it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, REPO)
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(NUM_THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(NUM_THREADS)
+    from keras_retinanet import export, models
+    from keras_retinanet.inference import OnnxRunner, SavedModelRunner, TFLiteRunner
+
+    backbone = models.backbone("resnet50")
+    model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
+    folder = tempfile.mkdtemp(prefix="bench_export_")
+    try:
+        path = os.path.join(folder, EXPORT_FILE_NAMES[args.mode])
+        start = time.perf_counter()
+        export.export_model(
+            model, path, preprocess_mode=backbone.preprocess_mode, input_size=(args.height, args.width),
+            image_min_side=min(args.height, args.width), image_max_side=max(args.height, args.width),
+        )  # fmt: skip
+        export_s = time.perf_counter() - start
+        if args.mode == "saved_model":
+            runner = SavedModelRunner(path)
+        elif args.mode == "onnx":
+            runner = OnnxRunner(path, num_threads=NUM_THREADS)
+        else:
+            runner = TFLiteRunner(path, num_threads=NUM_THREADS)
+        image = np.random.default_rng(0).integers(0, 256, size=(1, args.height, args.width, 3), dtype=np.uint8)
+        _serve(lambda: runner(image), args.warmup, {"side": "export", "mode": args.mode, "export_s": export_s})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _format_available(name):
+    """None if the format can be benchmarked here, else why not."""
+    import importlib.util
+
+    if name == "onnx":
+        missing = [m for m in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install '.[onnx]')"
+    return None
+
+
 def worker_torch(args):
     """Build torchvision's retinanet_resnet50_fpn and serve timed runs."""
     import torch
@@ -134,6 +196,7 @@ class _Worker:
         )
         self.info = self._read()
         self.label = self.info["mode"] if side == "torch" else f"keras-retinanet [{mode}]"
+        self.side = side
         self.times = []
 
     def _read(self):
@@ -156,9 +219,10 @@ class _Worker:
 
     def summary(self):
         t = self.times
+        export = f"  (export {self.info['export_s']:.1f} s)" if "export_s" in self.info else ""
         return (
             f"median {statistics.median(t):6.2f} s  min {min(t):6.2f}  max {max(t):6.2f}  "
-            f"(build + warm-up {self.info['warmup_s']:5.1f} s)  peak RSS {self.peak_rss_mb:6.0f} MB"
+            f"(build + warm-up {self.info['warmup_s']:5.1f} s)  peak RSS {self.peak_rss_mb:6.0f} MB{export}"
         )
 
 
@@ -183,7 +247,9 @@ def parse_args(args):
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["folded"], help="our execution modes")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help="interpreter with torch + torchvision")
     parser.add_argument("--no-peer", action="store_true", help="skip torchvision")
-    parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=[],
+                        help="also time the exported end-to-end graphs in these formats")
+    parser.add_argument("--worker", choices=("ours", "export", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="predict", help=argparse.SUPPRESS)
     return parser.parse_args(args)
 
@@ -192,6 +258,8 @@ def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
     if args.worker == "ours":
         return worker_ours(args)
+    if args.worker == "export":
+        return worker_export(args)
     if args.worker == "torch":
         return worker_torch(args)
 
@@ -202,6 +270,12 @@ def main(args=None):
         flush=True,
     )
     workers = [_Worker(sys.executable, "ours", args, mode) for mode in args.modes]
+    for name in args.formats:
+        missing = _format_available(name)
+        if missing:
+            print(f"  {name}: not available ({missing})")
+        else:
+            workers.append(_Worker(sys.executable, "export", args, name))
     peer = None
     if not args.no_peer:
         if _torch_available(args.torch_python):
@@ -218,6 +292,15 @@ def main(args=None):
         worker.close()
         print(f"  {worker.label:32s} {worker.summary()}")
 
+    exported = [worker for worker in workers if worker.side == "export"]
+    if exported and args.modes:
+        keras_worker = workers[0]
+        for worker in exported:
+            ratios = [ours / theirs for ours, theirs in zip(worker.times, keras_worker.times)]
+            print(
+                f"  ratio {worker.label} / {keras_worker.label}: latency {statistics.median(ratios):.2f}x "
+                f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
+            )
     if peer is not None:
         for worker in workers[:-1]:
             ratios = [ours / theirs for ours, theirs in zip(worker.times, peer.times)]

@@ -72,6 +72,38 @@ def _anchor_config(config):
     return anchor_params, pyramid_levels
 
 
+def random_augmentation(prng=None):
+    """(transform generator, visual effect generator) of ``--random-transform``.
+
+    Args:
+        prng: ``numpy.random.RandomState`` for repeatable draws (None: unseeded).
+
+    Small rotations, translations, shears and scalings, flips along both axes, and
+    colour changes; ``retinanet-debug --random-transform`` shows the same.
+    """
+    transform_generator = random_transform_generator(
+        prng=prng,
+        min_rotation=-0.1,
+        max_rotation=0.1,
+        min_translation=(-0.1, -0.1),
+        max_translation=(0.1, 0.1),
+        min_shear=-0.1,
+        max_shear=0.1,
+        min_scaling=(0.9, 0.9),
+        max_scaling=(1.1, 1.1),
+        flip_x_chance=0.5,
+        flip_y_chance=0.5,
+    )
+    visual_effect_generator = random_visual_effect_generator(
+        contrast_range=(0.9, 1.1),
+        brightness_range=(-0.1, 0.1),
+        hue_range=(-0.05, 0.05),
+        saturation_range=(0.95, 1.05),
+        prng=prng,
+    )
+    return transform_generator, visual_effect_generator
+
+
 def create_generators(args, preprocess_image):
     """Training and validation generators for ``args.dataset_type`` (validation may be None).
 
@@ -87,24 +119,7 @@ def create_generators(args, preprocess_image):
         "preprocess_image": preprocess_image,
     }
     if args.random_transform:
-        transform_generator = random_transform_generator(
-            min_rotation=-0.1,
-            max_rotation=0.1,
-            min_translation=(-0.1, -0.1),
-            max_translation=(0.1, 0.1),
-            min_shear=-0.1,
-            max_shear=0.1,
-            min_scaling=(0.9, 0.9),
-            max_scaling=(1.1, 1.1),
-            flip_x_chance=0.5,
-            flip_y_chance=0.5,
-        )
-        visual_effect_generator = random_visual_effect_generator(
-            contrast_range=(0.9, 1.1),
-            brightness_range=(-0.1, 0.1),
-            hue_range=(-0.05, 0.05),
-            saturation_range=(0.95, 1.05),
-        )
+        transform_generator, visual_effect_generator = random_augmentation()
     else:
         transform_generator = random_transform_generator(flip_x_chance=0.5)
         visual_effect_generator = None

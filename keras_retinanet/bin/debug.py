@@ -1,18 +1,229 @@
-"""retinanet-debug: Inspect a dataset: annotations, anchors and augmentation."""
+"""retinanet-debug: look at a dataset as training sees it: annotations, positive anchors, augmentation.
+
+    retinanet-debug csv annotations.csv classes.csv                 # a window, or files without a display
+    retinanet-debug --no-gui --output-dir debug/ csv train.csv classes.csv --random-transform
+    retinanet-debug pascal /data/VOC2007 --train-set trainval --image-min-side 600
+    retinanet-debug coco /data/coco --train-set val2017 --config anchors.ini
+
+Every image is resized (and, with --random-transform, augmented) like in training;
+positive anchors are drawn in cyan, annotations in green when some anchor matches them
+and in red when none does (training ignores those boxes: the usual cause of a mAP that
+stays at 0). Prints a summary: images, boxes per class, box size range, boxes with no
+matching anchor. In the window: any key or n / space for the next image, p or b for the
+previous one, q or Esc to quit.
+"""
 import argparse
+import os
 import sys
 
-from keras_retinanet.bin import not_implemented
+DEFAULT_OUTPUT_DIR = "debug"
+WINDOW_NAME = "retinanet-debug"
+QUIT_KEYS = (ord("q"), 27)  # q, Esc
+PREVIOUS_KEYS = (ord("p"), ord("b"))
+
+
+class ToolError(Exception):
+    """A problem with the tool's input, reported as one line and exit status 1."""
+
+
+def _add_options(parser, suppress):
+    """Options shared by every dataset type (also accepted after the dataset arguments)."""
+
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--random-transform", action="store_true", default=default(False),
+                        help="augment like retinanet-train --random-transform")
+    parser.add_argument("--seed", type=int, default=default(None), help="seed of the random transforms")
+    parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction, default=default(True),
+                        help="draw the positive anchors (default on)")
+    parser.add_argument("--annotations", dest="draw_annotations", action=argparse.BooleanOptionalAction,
+                        default=default(True),
+                        help="draw the annotations: green with a matching anchor, red without (default on)")
+    parser.add_argument("--image-min-side", type=int, default=default(800),
+                        help="resize so the smallest side is this long (default 800)")
+    parser.add_argument("--image-max-side", type=int, default=default(1333),
+                        help="... unless the largest side then exceeds this (default 1333)")
+    parser.add_argument("--no-resize", action="store_true", default=default(False), help="do not resize images")
+    parser.add_argument("--config", default=default(None),
+                        help="config .ini with anchor parameters / pyramid levels (as used for training)")
+    parser.add_argument("--no-gui", action="store_true", default=default(not os.environ.get("DISPLAY")),
+                        help="write images to --output-dir instead of showing them (the default without a "
+                             "display, i.e. when DISPLAY is not set)")
+    parser.add_argument("--output-dir", default=default(DEFAULT_OUTPUT_DIR),
+                        help=f"where --no-gui writes images (default ./{DEFAULT_OUTPUT_DIR})")
 
 
 def parse_args(args):
-    parser = argparse.ArgumentParser(prog="retinanet-debug", description="Inspect a dataset: annotations, anchors and augmentation.")
-    return parser.parse_args(args)
+    """Parse the command line (a list of strings)."""
+    parser = argparse.ArgumentParser(
+        prog="retinanet-debug",
+        description="Show a dataset as training sees it: annotations, positive anchors, augmentation; "
+        "report boxes that no anchor matches.",
+    )
+    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,coco,pascal}", help="dataset type")
+    subparsers.required = True
+
+    csv_parser = subparsers.add_parser("csv", help="CSV files: path,x1,y1,x2,y2,class_name and class_name,id")
+    csv_parser.add_argument("annotations", help="CSV file with the annotations")
+    csv_parser.add_argument("classes", help="CSV file with the class names and ids")
+
+    coco = subparsers.add_parser("coco", help="MS COCO layout: annotations/instances_<set>.json, images/<set>/")
+    coco.add_argument("coco_path", help="path to the dataset folder (e.g. /data/coco)")
+    coco.add_argument("--train-set", "--coco-set", dest="set_name", default="train2017",
+                      help="set to show (default train2017)")
+
+    pascal = subparsers.add_parser("pascal", help="Pascal VOC layout: ImageSets/Main, JPEGImages, Annotations")
+    pascal.add_argument("pascal_path", help="path to the dataset folder (e.g. /data/VOC2007)")
+    pascal.add_argument("--train-set", "--pascal-set", dest="set_name", default="trainval",
+                        help="set to show (default trainval)")
+    pascal.add_argument("--image-extension", default=".jpg", help="image file extension (default .jpg)")
+
+    for sub_parser in (csv_parser, coco, pascal):
+        _add_options(sub_parser, suppress=True)
+    _add_options(parser, suppress=False)
+    parsed = parser.parse_args(args)
+    if not parsed.no_resize and not 0 < parsed.image_min_side <= parsed.image_max_side:
+        parser.error("--image-min-side must be > 0 and <= --image-max-side")
+    return parsed
+
+
+def check_inputs(args):
+    """Raise ToolError if a file or folder named on the command line does not exist."""
+    if args.dataset_type == "csv":
+        required = [("annotations file", args.annotations, os.path.isfile), ("classes file", args.classes, os.path.isfile)]
+    elif args.dataset_type == "coco":
+        required = [("COCO folder", args.coco_path, os.path.isdir)]
+    else:
+        required = [("Pascal VOC folder", args.pascal_path, os.path.isdir)]
+    if args.config:
+        required.append(("config file", args.config, os.path.isfile))
+    for what, path, exists in required:
+        if not exists(path):
+            raise ToolError(f"{what} not found: {path}")
+
+
+def create_generator(args):
+    """The dataset's generator: images in order, augmented with --random-transform."""
+    import numpy as np
+
+    from keras_retinanet.training import random_augmentation
+
+    transform_generator = visual_effect_generator = None
+    if args.random_transform:
+        transform_generator, visual_effect_generator = random_augmentation(np.random.RandomState(args.seed))
+    common = {
+        "transform_generator": transform_generator,
+        "visual_effect_generator": visual_effect_generator,
+        "image_min_side": args.image_min_side,
+        "image_max_side": args.image_max_side,
+        "no_resize": args.no_resize,
+        "config": args.config,
+        "group_method": "none",
+        "shuffle_groups": False,
+    }
+    try:
+        if args.dataset_type == "csv":
+            from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+
+            return CSVGenerator(args.annotations, args.classes, **common)
+        if args.dataset_type == "pascal":
+            from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator
+
+            return PascalVocGenerator(args.pascal_path, args.set_name, image_extension=args.image_extension, **common)
+        from keras_retinanet.preprocessing.coco import CocoGenerator
+
+        return CocoGenerator(args.coco_path, args.set_name, **common)
+    except (ValueError, OSError, KeyError) as error:
+        raise ToolError(str(error).strip().splitlines()[0]) from None
+
+
+def _label_to_name(generator):
+    def name(label):
+        try:
+            return str(generator.label_to_name(label))
+        except (KeyError, IndexError):
+            return str(label)
+
+    return name
+
+
+def _output_path(args, inspection):
+    stem = os.path.splitext(os.path.basename(inspection.path))[0]
+    return os.path.join(args.output_dir, f"{inspection.index:05d}_{stem}.png")
+
+
+def run_files(args, generator, summary):
+    """Inspect every image, write each drawing to --output-dir; returns the number written."""
+    import cv2
+    from tqdm import tqdm
+
+    from keras_retinanet.inspection import draw_inspection, inspect_image
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    name = _label_to_name(generator)
+    for index in tqdm(range(generator.size()), desc="Inspecting", unit="image", file=sys.stderr, disable=None):
+        inspection = inspect_image(generator, index)
+        summary.add(inspection)
+        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
+        path = _output_path(args, inspection)
+        if not cv2.imwrite(path, canvas):
+            raise ToolError(f"could not write {path}")
+    return generator.size()
+
+
+def run_gui(args, generator, summary):
+    """Show the images one by one in a window; the summary covers the images shown."""
+    import cv2
+
+    from keras_retinanet.inspection import draw_inspection, inspect_image
+
+    name = _label_to_name(generator)
+    seen = set()
+    index = 0
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise ToolError("this OpenCV build has no GUI (opencv-python-headless?): use --no-gui") from None
+    while 0 <= index < generator.size():
+        inspection = inspect_image(generator, index)
+        if index not in seen:
+            summary.add(inspection)
+            seen.add(index)
+        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
+        cv2.setWindowTitle(WINDOW_NAME, f"{WINDOW_NAME}: {inspection.path} ({index + 1}/{generator.size()})")
+        cv2.imshow(WINDOW_NAME, canvas)
+        key = cv2.waitKey() & 0xFF
+        if key in QUIT_KEYS:
+            break
+        index = max(index - 1, 0) if key in PREVIOUS_KEYS else index + 1
+    cv2.destroyAllWindows()
+    return len(seen)
 
 
 def main(args=None):
-    parse_args(sys.argv[1:] if args is None else args)
-    return not_implemented("retinanet-debug")
+    """Entry point of retinanet-debug; returns the exit status."""
+    args = parse_args(sys.argv[1:] if args is None else args)
+    try:
+        check_inputs(args)
+        generator = create_generator(args)
+        from keras_retinanet.inspection import DatasetSummary
+
+        summary = DatasetSummary(_label_to_name(generator), anchor_params=generator.anchor_params)
+        try:
+            if args.no_gui:
+                run_files(args, generator, summary)
+            else:
+                run_gui(args, generator, summary)
+        except (OSError, ValueError) as error:  # an image that cannot be read, a bad annotation
+            raise ToolError(str(error).strip().splitlines()[0]) from None
+    except ToolError as error:
+        print(f"retinanet-debug: error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(summary.lines()))
+    if args.no_gui:
+        print(f"images written to {args.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":

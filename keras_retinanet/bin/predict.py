@@ -1,18 +1,401 @@
-"""retinanet-predict: Run a RetinaNet model on images and write detections."""
+"""retinanet-predict: run a RetinaNet model on images (or a video) and write its detections.
+
+    retinanet-predict model.keras photos/ --backbone resnet50 --classes classes.csv
+    retinanet-predict snapshots/resnet50_csv_10.keras 'data/*.jpg' --score-threshold 0.3
+    retinanet-predict exported/retinanet scene.jpg --output-dir out/        # SavedModel
+    retinanet-predict model.keras big_aerial.tif --tile 1024 --tile-overlap 128
+    retinanet-predict model.onnx traffic.mp4
+
+MODEL is a training snapshot (converted on the fly), an inference model (.keras), or a
+model exported by retinanet-convert-model (SavedModel directory, .tflite, .onnx). Images
+are resized like in training and the boxes scaled back to the original image. Writes,
+in --output-dir: one annotated PNG per image (an annotated .mp4 per video),
+detections.csv (annotations.csv format: path,x1,y1,x2,y2,class_name, and path,,,,, for
+an image without detections, so predictions can be reused as annotations), and
+detections.json (COCO results) with images.json (id, file_name, width, height of each image).
+"""
 import argparse
+import csv
+import glob
+import json
+import os
 import sys
 
-from keras_retinanet.bin import not_implemented
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")  # fmt: skip
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+DEFAULT_OUTPUT_DIR = "predictions"
+DEFAULT_IMAGE_MIN_SIDE = 800
+DEFAULT_IMAGE_MAX_SIDE = 1333
+VIDEO_CODEC = "mp4v"
+DEFAULT_FPS = 25.0
+
+
+class ToolError(Exception):
+    """A problem with the tool's input, reported as one line and exit status 1."""
 
 
 def parse_args(args):
-    parser = argparse.ArgumentParser(prog="retinanet-predict", description="Run a RetinaNet model on images and write detections.")
-    return parser.parse_args(args)
+    """Parse the command line (a list of strings)."""
+    parser = argparse.ArgumentParser(
+        prog="retinanet-predict",
+        description="Run a RetinaNet model on images, folders, globs or a video; write annotated "
+        "images and the detections as CSV (annotations format) and JSON (COCO results).",
+    )
+    parser.add_argument("model", help="training snapshot or inference model (.keras), SavedModel directory, "
+                                      ".tflite or .onnx (from retinanet-convert-model)")
+    parser.add_argument("images", nargs="+", help="image files, folders (their images), globs ('data/*.jpg'), "
+                                                  "or a video file OpenCV can read")
+    parser.add_argument("--backbone", default="resnet50", help="backbone of a .keras model (default resnet50)")
+    parser.add_argument("--config", help="config .ini with anchor parameters / pyramid levels (training snapshots)")
+    parser.add_argument("--classes", help="classes CSV (class_name,id) for names in the outputs (default: label ids)")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="keep detections scoring higher (default 0.5)")
+    parser.add_argument("--max-detections", type=int, default=100, help="detections per image, best first (default 100)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images of the same size per model call (default 1)")
+    parser.add_argument("--image-min-side", type=int, default=None,
+                        help=f"resize so the smallest side is this long (default {DEFAULT_IMAGE_MIN_SIDE}, or the "
+                             "tile size with --tile); exported models use the sizes they were exported with")
+    parser.add_argument("--image-max-side", type=int, default=None,
+                        help=f"... unless the largest side then exceeds this (default {DEFAULT_IMAGE_MAX_SIDE}, "
+                             "or the tile size with --tile)")
+    parser.add_argument("--no-resize", action="store_true", help="run .keras models on images at their size")
+    parser.add_argument("--tile", type=int, metavar="SIZE",
+                        help="cut each image into SIZE x SIZE tiles, detect in each (at native resolution by "
+                             "default) and merge with NMS: for images much larger than the objects")
+    parser.add_argument("--tile-overlap", type=int, default=None, metavar="PIXELS",
+                        help="overlap of neighbouring tiles; make it >= the object size (default SIZE / 8)")
+    parser.add_argument("--tile-nms-threshold", type=float, default=0.5,
+                        help="IoU above which detections from different tiles are merged (default 0.5)")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+                        help=f"folder for annotated images, detections.csv and detections.json "
+                             f"(default ./{DEFAULT_OUTPUT_DIR})")
+    parser.add_argument("--no-images", dest="draw", action="store_false", help="do not write annotated images")
+    parser.add_argument("--csv", help="detections CSV path (default OUTPUT_DIR/detections.csv)")
+    parser.add_argument("--json", help="COCO results JSON path (default OUTPUT_DIR/detections.json)")
+    parser.add_argument("--gpu", help="id of the GPU to use (sets CUDA_VISIBLE_DEVICES)")
+    parsed = parser.parse_args(args)
+    if parsed.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {parsed.batch_size}")
+    if parsed.max_detections < 1:
+        parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
+    if parsed.tile is not None:
+        if parsed.tile < 32:
+            parser.error(f"--tile must be >= 32, got {parsed.tile}")
+        if parsed.tile_overlap is None:
+            parsed.tile_overlap = parsed.tile // 8
+        if not 0 <= parsed.tile_overlap < parsed.tile:
+            parser.error(f"--tile-overlap must be in [0, {parsed.tile}), got {parsed.tile_overlap}")
+    default_side = parsed.tile if parsed.tile is not None else None
+    if parsed.image_min_side is None:
+        parsed.image_min_side = default_side or DEFAULT_IMAGE_MIN_SIDE
+    if parsed.image_max_side is None:
+        parsed.image_max_side = max(default_side or DEFAULT_IMAGE_MAX_SIDE, parsed.image_min_side)
+    if not 0 < parsed.image_min_side <= parsed.image_max_side:
+        parser.error("--image-min-side must be > 0 and <= --image-max-side")
+    parsed.csv = parsed.csv or os.path.join(parsed.output_dir, "detections.csv")
+    parsed.json = parsed.json or os.path.join(parsed.output_dir, "detections.json")
+    return parsed
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+def _has_extension(path, extensions):
+    return os.path.splitext(path)[1].lower() in extensions
+
+
+def collect_inputs(arguments):
+    """Expand image arguments into ([image paths], [video paths]), in order.
+
+    Raises:
+        ToolError: a path that does not exist, a glob that matches nothing, a folder
+            without images.
+    """
+    images, videos = [], []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = sorted(
+                os.path.join(argument, name)
+                for name in os.listdir(argument)
+                if _has_extension(name, IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(argument, name))
+            )
+            if not found:
+                raise ToolError(f"no images in folder {argument} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            images += found
+        elif os.path.isfile(argument):
+            (videos if _has_extension(argument, VIDEO_EXTENSIONS) else images).append(argument)
+        elif glob.has_magic(argument):
+            found = sorted(p for p in glob.glob(argument, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise ToolError(f"no file matches {argument}")
+            videos += [p for p in found if _has_extension(p, VIDEO_EXTENSIONS)]
+            images += [p for p in found if not _has_extension(p, VIDEO_EXTENSIONS)]
+        else:
+            raise ToolError(f"image not found: {argument}")
+    return images, videos
+
+
+def check_images(images, videos):
+    """Raise ToolError naming the first file that is not a readable image or video.
+
+    Images are checked from their headers (fast); videos by opening them with OpenCV.
+    """
+    import cv2
+
+    from keras_retinanet.utils.image import read_image_size
+
+    for path in images:
+        try:
+            read_image_size(path)
+        except OSError:
+            raise ToolError(f"could not read image {path}: not an image file, or corrupt") from None
+    for path in videos:
+        capture = cv2.VideoCapture(path)
+        opened = capture.isOpened()
+        capture.release()
+        if not opened:
+            raise ToolError(f"could not read video {path}: OpenCV cannot decode it")
+
+
+def read_classes(path):
+    """{label: name} from a classes CSV; ToolError naming the file and line if invalid."""
+    from keras_retinanet.preprocessing.csv_generator import _read_classes
+
+    if not os.path.isfile(path):
+        raise ToolError(f"classes file not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            classes = _read_classes(csv.reader(file))
+    except (ValueError, csv.Error, UnicodeDecodeError) as error:
+        raise ToolError(f"invalid classes file: {path}: {error}") from None
+    if not classes:
+        raise ToolError(f"invalid classes file: {path}: no classes")
+    return {label: name for name, label in classes.items()}
+
+
+def _image_ids(images):
+    """COCO image ids: the file names' numbers when they all are distinct integers, else 0, 1, ..."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
+    if stems and all(stem.isdigit() for stem in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(stem) for stem in stems]
+    return list(range(len(images)))
+
+
+# ------------------------------------------------------------------------ outputs
+
+
+class Outputs:
+    """Writes annotated images, the CSV rows and the COCO results as detections come in."""
+
+    def __init__(self, args, label_names):
+        self.args = args
+        self.label_names = label_names
+        self.csv_dir = os.path.dirname(os.path.abspath(args.csv))
+        self.rows, self.results, self.images = [], [], []
+        self.used_names = set()
+        self.unknown_labels = set()
+        self.num_detections = 0
+        self.writers = {}
+
+    def label_to_name(self, label):
+        if self.label_names is None:
+            return str(label)
+        if label not in self.label_names:
+            self.unknown_labels.add(label)
+            return str(label)
+        return self.label_names[label]
+
+    def _csv_path(self, path):
+        try:
+            return os.path.relpath(os.path.abspath(path), self.csv_dir)
+        except ValueError:  # another drive (Windows)
+            return os.path.abspath(path)
+
+    def _output_name(self, path, suffix):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, count = stem + suffix, 1
+        while name in self.used_names:
+            name, count = f"{stem}_{count}{suffix}", count + 1
+        self.used_names.add(name)
+        return os.path.join(self.args.output_dir, name)
+
+    def _draw(self, image, detections):
+        from keras_retinanet.utils.visualization import draw_detections
+
+        canvas = image.copy()
+        draw_detections(
+            canvas, detections.boxes, detections.scores, detections.labels,
+            label_to_name=self.label_to_name, score_threshold=self.args.score_threshold,
+        )  # fmt: skip
+        return canvas
+
+    def add(self, key, image, detections):
+        """Record one image's (or video frame's) detections; key = (path, frame or None, image id)."""
+        import cv2
+
+        from keras_retinanet.inference import coco_results, csv_rows
+
+        path, frame, image_id = key
+        name = self._csv_path(path) if frame is None else f"{self._csv_path(path)}#{frame}"
+        self.rows += csv_rows(name, detections, self.label_to_name)
+        self.results += coco_results(image_id, detections)
+        self.images.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+        self.num_detections += len(detections)
+        if not self.args.draw:
+            return
+        canvas = self._draw(image, detections)
+        if frame is None:
+            if not cv2.imwrite(self._output_name(path, ".png"), canvas):
+                raise ToolError(f"could not write an annotated image into {self.args.output_dir}")
+            return
+        writer = self.writers.get(path)
+        if writer is None:
+            capture = cv2.VideoCapture(path)
+            fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+            capture.release()
+            size = (image.shape[1], image.shape[0])
+            writer = cv2.VideoWriter(
+                self._output_name(path, "_detections.mp4"), cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps, size
+            )
+            self.writers[path] = writer
+        writer.write(canvas)
+
+    def close(self):
+        """Finish videos and write the CSV and JSON files."""
+        for writer in self.writers.values():
+            writer.release()
+        for path in (self.args.csv, self.args.json):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(self.args.csv, "w", newline="", encoding="utf-8") as file:
+            csv.writer(file).writerows(self.rows)
+        with open(self.args.json, "w", encoding="utf-8") as file:
+            json.dump(self.results, file)
+        images_json = os.path.join(os.path.dirname(os.path.abspath(self.args.json)), "images.json")
+        with open(images_json, "w", encoding="utf-8") as file:
+            json.dump(self.images, file, indent=1)
+        if self.unknown_labels:
+            print(
+                f"retinanet-predict: warning: labels {sorted(self.unknown_labels)} are not in "
+                f"{self.args.classes}; written as numbers",
+                file=sys.stderr,
+            )
+
+
+def _video_frames(path, first_id):
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    frame = 0
+    try:
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            yield (path, frame, first_id + frame), image
+            frame += 1
+    finally:
+        capture.release()
+
+
+def _frame_count(path):
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return max(count, 0)
+
+
+def _items(images, videos):
+    """(key, image or path) pairs of every image, then every video frame."""
+    ids = _image_ids(images)
+    yield from (((path, None, image_id), path) for path, image_id in zip(images, ids))
+    next_id = max(ids, default=-1) + 1
+    for path in videos:
+        for item in _video_frames(path, next_id):
+            yield item
+            next_id = item[0][2] + 1
+
+
+def run(args, detector, images, videos, outputs):
+    """Detect in every image and video frame, feeding ``outputs``; shows a progress bar."""
+    from tqdm import tqdm
+
+    total = len(images) + sum(_frame_count(path) for path in videos)
+    with tqdm(total=total, desc="Detecting", unit="image", file=sys.stderr, disable=None) as bar:
+        if args.tile is None:
+            stream = detector.predict_iter(_items(images, videos))
+        else:
+            stream = (
+                (key, image, detector.predict_tiled(image, args.tile, args.tile_overlap, args.tile_nms_threshold))
+                for key, image in _loaded(_items(images, videos))
+            )
+        for key, image, detections in stream:
+            outputs.add(key, image, detections)
+            bar.update(1)
+
+
+def _loaded(items):
+    from keras_retinanet.utils.image import read_image_bgr
+
+    for key, image in items:
+        yield key, read_image_bgr(image) if isinstance(image, str) else image
+
+
+def load(args):
+    """The Detector for --model; ToolError for a model that cannot be used."""
+    from keras_retinanet.inference import ModelLoadError, load_detector
+
+    try:
+        return load_detector(
+            args.model,
+            backbone=args.backbone,
+            config=args.config,
+            image_min_side=args.image_min_side,
+            image_max_side=args.image_max_side,
+            no_resize=args.no_resize,
+            score_threshold=args.score_threshold,
+            max_detections=args.max_detections,
+            batch_size=args.batch_size,
+        )
+    except ModelLoadError as error:
+        raise ToolError(str(error)) from None
+    except ValueError as error:  # unknown backbone, config that does not fit the model
+        raise ToolError(str(error).splitlines()[0]) from None
 
 
 def main(args=None):
-    parse_args(sys.argv[1:] if args is None else args)
-    return not_implemented("retinanet-predict")
+    """Entry point of retinanet-predict; returns the exit status."""
+    args = parse_args(sys.argv[1:] if args is None else args)
+    try:
+        if not os.path.exists(args.model):
+            raise ToolError(f"model not found: {args.model}")
+        if args.config and not os.path.isfile(args.config):
+            raise ToolError(f"config file not found: {args.config}")
+        label_names = read_classes(args.classes) if args.classes else None
+        images, videos = collect_inputs(args.images)
+        check_images(images, videos)
+        if args.gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+        detector = load(args)
+        os.makedirs(args.output_dir, exist_ok=True)
+        outputs = Outputs(args, label_names)
+        try:
+            run(args, detector, images, videos, outputs)
+        except (OSError, ValueError) as error:  # an image that passed the header check but not decoding
+            raise ToolError(str(error).splitlines()[0]) from None
+        finally:
+            outputs.close()
+    except ToolError as error:
+        print(f"retinanet-predict: error: {error}", file=sys.stderr)
+        return 1
+    drawn = f"; annotated images in {args.output_dir}" if args.draw else ""
+    print(
+        f"{len(outputs.images)} images, {outputs.num_detections} detections above {args.score_threshold:g}"
+        f"{drawn}; detections in {args.csv} and {args.json}"
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,363 @@
+"""Export an inference model: Keras file, TensorFlow SavedModel, TFLite and ONNX.
+
+The ``.keras`` format is the inference model itself (fizyr's layout): it takes
+preprocessed, resized images and returns boxes in the pixels of its input. The other
+formats hold an end-to-end graph (``detection_graph``) that takes original images and
+returns boxes in the original image's pixels:
+
+    images (B, H, W, 3) uint8 or float32, BGR (or RGB)
+      -> backbone preprocessing -> resize to min/max side (bilinear, as utils.image.resize_image)
+      -> inference model (NMS inside) -> boxes / scale, clipped to the image
+      -> {"boxes": (B, D, 4) float32 x1, y1, x2, y2, "scores": (B, D) float32,
+          "labels": (B, D) int32}, sorted by score, padded with -1
+
+What each format can hold:
+
+- SavedModel (a directory): any image size and batch size; two signatures,
+  ``serving_default`` (uint8 images) and ``serving_float32`` (float32 images).
+- TFLite: a fixed input size (``input_size`` (H, W), batch 1): TFLite interpreters
+  allocate tensors for one shape, so the graph is converted for the size of the images it
+  will see (e.g. a camera's resolution) and still resizes to min/max side inside.
+- ONNX (through tf2onnx, the optional ``onnx`` extra): any image size and batch size.
+
+Every format keeps NMS (``layers.FilterDetections``) inside the graph.
+"""
+import contextlib
+import os
+import tempfile
+
+from .utils.image import CAFFE_BGR_MEAN, PREPROCESS_MODES
+
+# TensorFlow and Keras are imported where used, so that the command-line tools can read
+# the constants above (their --help) without loading TensorFlow.
+
+FORMATS = ("keras", "saved_model", "tflite", "onnx")
+SUFFIX_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx", "": "saved_model"}
+INPUT_DTYPES = ("uint8", "float32")
+CHANNEL_ORDERS = ("bgr", "rgb")
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+SERVING_SIGNATURES = {"uint8": "serving_default", "float32": "serving_float32"}
+INPUT_NAME = "images"
+DEFAULT_IMAGE_MIN_SIDE = 800
+DEFAULT_IMAGE_MAX_SIDE = 1333
+DEFAULT_ONNX_OPSET = 17
+PADDING_VALUE = -1
+TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"  # environment variable read by tf2onnx
+
+
+class ExportError(ValueError):
+    """A model cannot be exported as asked (format, missing dependency, missing option)."""
+
+
+def format_from_path(path, format=None):
+    """The export format for ``path``: ``format`` if given, else from the suffix.
+
+    ``.keras`` -> keras, ``.tflite`` -> tflite, ``.onnx`` -> onnx, no suffix -> saved_model.
+
+    Raises:
+        ExportError: unknown format or suffix.
+    """
+    if format is not None:
+        if format not in FORMATS:
+            raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        return format
+    suffix = os.path.splitext(os.path.basename(os.path.normpath(os.fspath(path))))[1].lower()
+    if suffix not in SUFFIX_FORMATS:
+        raise ExportError(
+            f"cannot tell the format of {path} from its suffix {suffix!r}: use .keras, .tflite, .onnx, "
+            "a directory name without suffix (SavedModel), or --format"
+        )
+    return SUFFIX_FORMATS[suffix]
+
+
+def preprocess_graph(images, mode):
+    """``utils.image.preprocess_image`` as graph ops: (B, H, W, 3) BGR -> float32."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    if mode == "caffe":
+        return images - tf.constant(CAFFE_BGR_MEAN, dtype=tf.float32)
+    if mode == "tf":
+        return images / 127.5 - 1.0
+    if mode == "none":
+        return images
+    raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESS_MODES}")
+
+
+def resize_scale_graph(height, width, min_side, max_side):
+    """``utils.image.compute_resize_scale`` as graph ops (float32 scalars in and out)."""
+    import tensorflow as tf
+
+    scale = min_side / tf.minimum(height, width)
+    return tf.minimum(scale, max_side / tf.maximum(height, width))
+
+
+def resize_graph(images, scale):
+    """``utils.image.resize_image`` as graph ops: bilinear resize by ``scale``, as OpenCV does it.
+
+    ``cv2.resize(fx=scale, fy=scale)`` samples output pixel ``i`` at source coordinate
+    ``(i + 0.5) / scale - 0.5`` (clamped to the image), which is not the mapping of
+    ``tf.image.resize`` (that one stretches by output size / input size). Gathers and
+    arithmetic only, so TFLite and ONNX hold it too.
+
+    Args:
+        images: (B, H, W, C) float32.
+        scale: float32 scalar.
+
+    Returns:
+        (B, round(H * scale), round(W * scale), C) float32.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+
+    def taps(length):
+        size = tf.cast(tf.round(tf.cast(length, tf.float32) * scale), tf.int32)
+        source = tf.maximum((tf.range(size, dtype=tf.float32) + 0.5) / scale - 0.5, 0.0)
+        low = tf.floor(source)
+        weight = source - low
+        low = tf.minimum(tf.cast(low, tf.int32), length - 1)
+        return low, tf.minimum(low + 1, length - 1), weight
+
+    low, high, weight = taps(shape[1])
+    top, bottom = tf.gather(images, low, axis=1), tf.gather(images, high, axis=1)
+    rows = top + (bottom - top) * weight[None, :, None, None]
+    low, high, weight = taps(shape[2])
+    left, right = tf.gather(rows, low, axis=2), tf.gather(rows, high, axis=2)
+    return left + (right - left) * weight[None, None, :, None]
+
+
+def detection_graph(
+    model,
+    preprocess_mode,
+    image_min_side=DEFAULT_IMAGE_MIN_SIDE,
+    image_max_side=DEFAULT_IMAGE_MAX_SIDE,
+    no_resize=False,
+    channel_order="bgr",
+):
+    """End-to-end detection function of original images, for tracing into an exported graph.
+
+    Args:
+        model: inference model (``models.convert_model``): preprocessed images ->
+            [boxes, scores, labels, ...].
+        preprocess_mode: the backbone's ``preprocess_mode`` ('caffe', 'tf' or 'none').
+        image_min_side, image_max_side: resize bounds, as ``utils.image.resize_image``.
+        no_resize: run the model on the images at their size.
+        channel_order: 'bgr' (the library's convention) or 'rgb' (most decoders).
+
+    Returns:
+        f(images (B, H, W, 3) uint8 or float) -> dict ``boxes`` (B, D, 4) float32 in the
+        input images' pixels, ``scores`` (B, D) float32, ``labels`` (B, D) int32, padded
+        with -1.
+    """
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
+    if preprocess_mode not in PREPROCESS_MODES:
+        raise ValueError(f"unknown preprocessing mode {preprocess_mode!r}; expected one of {PREPROCESS_MODES}")
+    if not no_resize and not 0 < image_min_side <= image_max_side:
+        raise ValueError(
+            f"expected 0 < image_min_side <= image_max_side, got {image_min_side} and {image_max_side}"
+        )
+
+    import tensorflow as tf
+
+    def detect(images):
+        if channel_order == "rgb":
+            images = tf.reverse(images, axis=[-1])
+        shape = tf.shape(images)
+        height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        inputs = preprocess_graph(images, preprocess_mode)
+        if no_resize:
+            scale = tf.constant(1.0)
+        else:
+            scale = resize_scale_graph(height, width, float(image_min_side), float(image_max_side))
+            inputs = resize_graph(inputs, scale)
+        boxes, scores, labels = model(inputs, training=False)[:3]
+        valid = scores > PADDING_VALUE
+        boxes = tf.clip_by_value(boxes / scale, 0.0, tf.stack([width, height, width, height]))
+        boxes = tf.where(valid[..., None], boxes, float(PADDING_VALUE))
+        return {"boxes": boxes, "scores": scores, "labels": tf.cast(labels, tf.int32)}
+
+    return detect
+
+
+def _check_dtype(input_dtype):
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportError(f"unknown input dtype {input_dtype!r}; expected one of {INPUT_DTYPES}")
+
+
+def _archive(model, endpoints):
+    """A keras ExportArchive with ``{name: (fn, input_signature)}`` endpoints calling ``model``.
+
+    The endpoints' variables are tracked by the archive (``archive.track(model)`` is not
+    needed and would trace every layer's call once more).
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=signature)
+    return archive
+
+
+def export_saved_model(model, path, preprocess_mode, **graph_options):
+    """Write a SavedModel directory with the end-to-end graph (any image size and batch).
+
+    Signatures ``serving_default`` (uint8 images) and ``serving_float32`` (float32
+    images), each taking ``images`` (B, H, W, 3) and returning ``boxes``, ``scores`` and
+    ``labels`` (see ``detection_graph``).
+
+    Args:
+        model: inference model.
+        path: output directory.
+        preprocess_mode: the backbone's preprocessing mode.
+        **graph_options: ``detection_graph`` options (image_min_side, image_max_side,
+            no_resize, channel_order).
+    """
+    import tensorflow as tf
+
+    detect = detection_graph(model, preprocess_mode, **graph_options)
+    endpoints = {
+        name: (detect, [tf.TensorSpec((None, None, None, 3), getattr(tf, dtype), name=INPUT_NAME)])
+        for dtype, name in SERVING_SIGNATURES.items()
+    }
+    _archive(model, endpoints).write_out(os.fspath(path), verbose=False)
+
+
+def export_tflite(model, path, preprocess_mode, input_size, input_dtype="uint8", **graph_options):
+    """Write a TFLite model of the end-to-end graph for images of one size.
+
+    TFLite allocates tensors for a fixed shape, so the model takes ``images`` of shape
+    (1, H, W, 3) with (H, W) = ``input_size``; it resizes them to min/max side inside,
+    and returns boxes in their pixels. Converted with TFLite builtin ops only when
+    possible, else with TensorFlow ops (the interpreter then needs the Flex delegate,
+    which the ``tensorflow`` pip package's ``tf.lite.Interpreter`` has).
+
+    Args:
+        input_size: (H, W) of the images the model will take.
+        input_dtype: 'uint8' or 'float32' images.
+
+    Returns:
+        True if the model needs TensorFlow (Flex) ops, False if it is builtins only.
+    """
+    import tensorflow as tf
+
+    _check_dtype(input_dtype)
+    if input_size is None:
+        raise ExportError("TFLite needs a fixed input size: give input_size (H, W) (--input-size H W)")
+    height, width = (int(s) for s in input_size)
+    if height < 1 or width < 1:
+        raise ExportError(f"input size must be positive, got {height} x {width}")
+    detect = detection_graph(model, preprocess_mode, **graph_options)
+    spec = tf.TensorSpec((1, height, width, 3), getattr(tf, input_dtype), name=INPUT_NAME)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        _archive(model, {"serving_default": (detect, [spec])}).write_out(saved_model_dir, verbose=False)
+        needs_flex = False
+        try:
+            data = _tflite_convert(saved_model_dir, flex=False)
+        except Exception:  # the converter raises ConverterError for ops outside the builtins
+            needs_flex = True
+            data = _tflite_convert(saved_model_dir, flex=True)
+    with open(path, "wb") as file:
+        file.write(data)
+    return needs_flex
+
+
+def _tflite_convert(saved_model_dir, flex):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if flex:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    return converter.convert()
+
+
+def export_onnx(model, path, preprocess_mode, input_dtype="uint8", opset=DEFAULT_ONNX_OPSET, **graph_options):
+    """Write an ONNX model of the end-to-end graph (any image size and batch), via tf2onnx.
+
+    Input ``images`` (B, H, W, 3) of ``input_dtype``; outputs ``boxes``, ``scores``,
+    ``labels`` (see ``detection_graph``).
+
+    Raises:
+        ExportError: tf2onnx is not installed.
+    """
+    _check_dtype(input_dtype)
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs tf2onnx: pip install 'keras-retinanet[onnx]' (or pip install tf2onnx)"
+        ) from None
+    import tensorflow as tf
+
+    detect = detection_graph(model, preprocess_mode, **graph_options)
+    signature = [tf.TensorSpec((None, None, None, 3), getattr(tf, input_dtype), name=INPUT_NAME)]
+    function = tf.function(detect, input_signature=signature)
+
+    def convert():
+        tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+
+    try:
+        with _tf2onnx_without_graph_copies():
+            convert()
+    except Exception:  # an optimiser failed: convert again, letting tf2onnx skip what fails
+        convert()
+
+
+@contextlib.contextmanager
+def _tf2onnx_without_graph_copies():
+    """Stop tf2onnx from deep-copying the graph before each optimiser pass.
+
+    The copies, kept to roll back an optimiser that fails, take about a third of the
+    conversion time; tf2onnx skips them whenever ``TF2ONNX_CATCH_ERRORS`` is set.
+    """
+    previous = os.environ.get(TF2ONNX_CATCH_ERRORS)
+    os.environ[TF2ONNX_CATCH_ERRORS] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TF2ONNX_CATCH_ERRORS]
+        else:
+            os.environ[TF2ONNX_CATCH_ERRORS] = previous
+
+
+def export_model(
+    model,
+    path,
+    format=None,
+    preprocess_mode="caffe",
+    input_size=None,
+    input_dtype="uint8",
+    opset=DEFAULT_ONNX_OPSET,
+    **graph_options,
+):
+    """Write an inference model in the format of ``path``'s suffix (or ``format``).
+
+    Args:
+        model: inference model (``models.convert_model``).
+        path: output file (``.keras``, ``.tflite``, ``.onnx``) or directory (SavedModel).
+        format: one of ``FORMATS`` to override the suffix.
+        preprocess_mode: the backbone's preprocessing mode (not used for ``.keras``).
+        input_size: (H, W), TFLite only (required there).
+        input_dtype: 'uint8' or 'float32', TFLite and ONNX (SavedModel has both).
+        opset: ONNX opset.
+        **graph_options: ``detection_graph`` options.
+
+    Returns:
+        The format written.
+    """
+    format = format_from_path(path, format)
+    if format == "keras":
+        if not os.fspath(path).endswith(".keras"):
+            raise ExportError(f"a Keras model file must end with .keras, got {path}")
+        model.save(os.fspath(path))
+    elif format == "saved_model":
+        export_saved_model(model, path, preprocess_mode, **graph_options)
+    elif format == "tflite":
+        export_tflite(model, path, preprocess_mode, input_size, input_dtype=input_dtype, **graph_options)
+    else:
+        export_onnx(model, path, preprocess_mode, input_dtype=input_dtype, opset=opset, **graph_options)
+    return format

@@ -5,47 +5,26 @@ import pytest
 
 from keras_retinanet import losses, models
 from keras_retinanet.utils import synthetic
-from keras_retinanet.utils.anchors import anchors_for_shape, bbox_transform
-from keras_retinanet.utils.compute_overlap import compute_overlap
+from keras_retinanet.utils.anchors import anchor_targets_bbox, anchors_for_shape
 
 IMAGE_SIZE = 128
 NUM_IMAGES = 4
 BATCH_SIZE = 2
 EPOCHS = 20  # 40 steps
-POSITIVE_IOU = 0.5
-NEGATIVE_IOU = 0.4
-
-
-def _anchor_targets(anchors, boxes, labels, num_classes):
-    """(regression (N, 5), classification (N, C + 1)) targets of one image, last column the anchor state."""
-    regression = np.zeros((len(anchors), 5), np.float32)
-    classification = np.zeros((len(anchors), num_classes + 1), np.float32)
-    if len(boxes):
-        overlaps = compute_overlap(anchors, boxes)
-        best = overlaps.argmax(axis=1)
-        best_iou = overlaps[np.arange(len(anchors)), best]
-        positive = best_iou >= POSITIVE_IOU
-        ignore = (best_iou >= NEGATIVE_IOU) & ~positive
-        state = np.where(positive, 1.0, np.where(ignore, -1.0, 0.0))
-        regression[:, :4] = bbox_transform(anchors, boxes[best])
-        regression[:, 4] = state
-        classification[positive, labels[best[positive]]] = 1.0
-        classification[:, -1] = state
-    return regression, classification
 
 
 def _dataset(num_classes):
+    """Images (B, H, W, 3) uint8 and their anchor targets from utils.anchors.anchor_targets_bbox."""
     rng = np.random.default_rng(11)
-    anchors = anchors_for_shape((IMAGE_SIZE, IMAGE_SIZE))
-    images, regressions, classifications = [], [], []
+    images, annotations = [], []
     for _ in range(NUM_IMAGES):
         image, boxes, labels = synthetic.make_image(rng, IMAGE_SIZE, IMAGE_SIZE, 2, 32, 64)
-        regression, classification = _anchor_targets(anchors, boxes.astype(np.float32), labels, num_classes)
-        assert (regression[:, 4] == 1).sum() > 0  # every object has a positive anchor
         images.append(image)
-        regressions.append(regression)
-        classifications.append(classification)
-    return np.stack(images), {"regression": np.stack(regressions), "classification": np.stack(classifications)}
+        annotations.append({"bboxes": boxes.astype(np.float64), "labels": labels})
+    anchors = anchors_for_shape((IMAGE_SIZE, IMAGE_SIZE))
+    regression, classification = anchor_targets_bbox(anchors, images, annotations, num_classes)
+    assert ((regression[:, :, -1] == 1).sum(axis=1) > 0).all()  # every image has positive anchors
+    return np.stack(images), {"regression": regression, "classification": classification}
 
 
 @pytest.mark.slow

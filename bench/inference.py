@@ -28,7 +28,8 @@ and NMS in the graph), each in its own worker:
 - ``onnx``: ONNX Runtime, 2 intra-op threads (needs the ``onnx`` extra: tf2onnx, onnxruntime);
 - ``tflite``: the TFLite interpreter, 2 threads, input size fixed to --height x --width.
 
-The export time is printed, and each format's latency relative to our first mode.
+The export runs in a child process (the runtime's peak RSS is its own); the export time
+is printed, and each format's latency relative to our first mode.
 
 Usage::
 
@@ -108,33 +109,52 @@ def worker_ours(args):
     _serve(run, args.warmup, {"side": "ours", "mode": args.mode})
 
 
+def worker_export_file(args):
+    """Build the folded ResNet-50 inference model and export it to ``args.output``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, REPO)
+    from keras_retinanet import export, models
+
+    backbone = models.backbone("resnet50")
+    model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
+    export.export_model(
+        model, args.output, preprocess_mode=backbone.preprocess_mode, input_size=(args.height, args.width),
+        image_min_side=min(args.height, args.width), image_max_side=max(args.height, args.width),
+    )  # fmt: skip
+
+
 def worker_export(args):
-    """Export the folded ResNet-50 inference model in one format and serve timed runs of it."""
+    """Export the model in one format (in a child process), then serve timed runs of the export.
+
+    The export runs in its own process so that this worker's peak RSS is the runtime's.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, REPO)
     import shutil
     import tempfile
 
     import numpy as np
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(NUM_THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(NUM_THREADS)
-    from keras_retinanet import export, models
-    from keras_retinanet.inference import OnnxRunner, SavedModelRunner, TFLiteRunner
-
-    backbone = models.backbone("resnet50")
-    model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
     folder = tempfile.mkdtemp(prefix="bench_export_")
     try:
         path = os.path.join(folder, EXPORT_FILE_NAMES[args.mode])
         start = time.perf_counter()
-        export.export_model(
-            model, path, preprocess_mode=backbone.preprocess_mode, input_size=(args.height, args.width),
-            image_min_side=min(args.height, args.width), image_max_side=max(args.height, args.width),
-        )  # fmt: skip
+        command = [
+            sys.executable, os.path.abspath(__file__), "--worker", "export-file", "--mode", args.mode,
+            "--output", path, "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+        ]  # fmt: skip
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(f"export to {args.mode} failed:\n{completed.stderr[-3000:]}")
         export_s = time.perf_counter() - start
+
+        from keras_retinanet.inference import OnnxRunner, SavedModelRunner, TFLiteRunner
+
         if args.mode == "saved_model":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(NUM_THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(NUM_THREADS)
             runner = SavedModelRunner(path)
         elif args.mode == "onnx":
             runner = OnnxRunner(path, num_threads=NUM_THREADS)
@@ -249,7 +269,8 @@ def parse_args(args):
     parser.add_argument("--no-peer", action="store_true", help="skip torchvision")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=[],
                         help="also time the exported end-to-end graphs in these formats")
-    parser.add_argument("--worker", choices=("ours", "export", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", "export", "export-file", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="predict", help=argparse.SUPPRESS)
     return parser.parse_args(args)
 
@@ -260,6 +281,8 @@ def main(args=None):
         return worker_ours(args)
     if args.worker == "export":
         return worker_export(args)
+    if args.worker == "export-file":
+        return worker_export_file(args)
     if args.worker == "torch":
         return worker_torch(args)
 

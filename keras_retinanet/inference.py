@@ -225,7 +225,7 @@ class OnnxRunner:
 
 
 def _as_image(image):
-    """(image (H, W, 3) uint8 BGR, name) from a path or an array."""
+    """(H, W, 3) uint8 BGR image from a path or an array (other dtypes are clipped to 0..255)."""
     if isinstance(image, (str, os.PathLike)):
         return read_image_bgr(image)
     image = np.asarray(image)
@@ -294,7 +294,7 @@ def merge_detections(boxes, scores, labels, iou_threshold=DEFAULT_MERGE_NMS_THRE
     labels = np.asarray(labels, dtype=np.int32).reshape(-1)
     if len(scores) == 0:
         return Detections.empty()
-    offset = (labels.astype(np.float32) * (float(boxes.max()) + 1.0))[:, None]
+    offset = (labels.astype(np.float32) * (float(np.abs(boxes).max()) + 1.0))[:, None]
     keep = tf.image.non_max_suppression(
         boxes + offset, scores, max_output_size=len(scores) if max_detections is None else max_detections,
         iou_threshold=iou_threshold,

@@ -178,8 +178,8 @@ class DatasetSummary:
         per_class = ", ".join(f"{name(label)} {n}" for label, n in sorted(self.unmatched_per_label.items()))
         lines.append(
             f"boxes with no matching anchor: {count} of {self.num_boxes} ({per_class}); no anchor overlaps them "
-            f"with IoU >= {DEFAULT_POSITIVE_OVERLAP:g}, so training ignores them (too small, too elongated, or anchors that do not fit: "
-            "see --config)"
+            f"with IoU >= {DEFAULT_POSITIVE_OVERLAP:g}, so training ignores them (too small, too elongated, "
+            "or anchors that do not fit: see --config)"
         )
         for path, box, label in self.unmatched[:MAX_LISTED_UNMATCHED]:
             width, height = box[2] - box[0], box[3] - box[1]

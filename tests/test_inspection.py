@@ -48,7 +48,8 @@ def test_small_and_invalid_boxes_are_counted(tmp_path):
     assert inspection.has_anchor.tolist()[-1] is False and inspection.labels[-1] == 2
     lines = summary.lines()
     assert "invalid boxes dropped (empty, or outside the image): 1" in lines
-    assert any(line.startswith(f"boxes with no matching anchor: 1 of {summary.num_boxes} (triangle 1)") for line in lines)
+    expected = f"boxes with no matching anchor: 1 of {summary.num_boxes} (triangle 1)"
+    assert any(line.startswith(expected) for line in lines)
     assert lines[-1].endswith("s_00001.png: triangle [150, 5, 158, 13] (8 x 8 px)")
 
     canvas = draw_inspection(inspection, anchors=False, annotations=False)

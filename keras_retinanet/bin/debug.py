@@ -35,7 +35,8 @@ def _add_options(parser, suppress):
     parser.add_argument("--random-transform", action="store_true", default=default(False),
                         help="augment like retinanet-train --random-transform")
     parser.add_argument("--seed", type=int, default=default(None), help="seed of the random transforms")
-    parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction, default=default(True),
+    parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction,
+                        default=default(True),
                         help="draw the positive anchors (default on)")
     parser.add_argument("--annotations", dest="draw_annotations", action=argparse.BooleanOptionalAction,
                         default=default(True),
@@ -91,7 +92,10 @@ def parse_args(args):
 def check_inputs(args):
     """Raise ToolError if a file or folder named on the command line does not exist."""
     if args.dataset_type == "csv":
-        required = [("annotations file", args.annotations, os.path.isfile), ("classes file", args.classes, os.path.isfile)]
+        required = [
+            ("annotations file", args.annotations, os.path.isfile),
+            ("classes file", args.classes, os.path.isfile),
+        ]
     elif args.dataset_type == "coco":
         required = [("COCO folder", args.coco_path, os.path.isdir)]
     else:
@@ -165,7 +169,9 @@ def run_files(args, generator, summary):
     for index in tqdm(range(generator.size()), desc="Inspecting", unit="image", file=sys.stderr, disable=None):
         inspection = inspect_image(generator, index)
         summary.add(inspection)
-        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
+        canvas = draw_inspection(
+            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
+        )
         path = _output_path(args, inspection)
         if not cv2.imwrite(path, canvas):
             raise ToolError(f"could not write {path}")
@@ -190,7 +196,9 @@ def run_gui(args, generator, summary):
         if index not in seen:
             summary.add(inspection)
             seen.add(index)
-        canvas = draw_inspection(inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name)
+        canvas = draw_inspection(
+            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
+        )
         cv2.setWindowTitle(WINDOW_NAME, f"{WINDOW_NAME}: {inspection.path} ({index + 1}/{generator.size()})")
         cv2.imshow(WINDOW_NAME, canvas)
         key = cv2.waitKey() & 0xFF

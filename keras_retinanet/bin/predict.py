@@ -51,7 +51,8 @@ def parse_args(args):
     parser.add_argument("--classes", help="classes CSV (class_name,id) for names in the outputs (default: label ids)")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="keep detections scoring higher (default 0.5)")
-    parser.add_argument("--max-detections", type=int, default=100, help="detections per image, best first (default 100)")
+    parser.add_argument("--max-detections", type=int, default=100,
+                        help="detections per image, best first (default 100)")
     parser.add_argument("--batch-size", type=int, default=1, help="images of the same size per model call (default 1)")
     parser.add_argument("--image-min-side", type=int, default=None,
                         help=f"resize so the smallest side is this long (default {DEFAULT_IMAGE_MIN_SIDE}, or the "

@@ -151,18 +151,6 @@ class CSVGenerator(Generator):
         """max class id + 1 (ids need not be contiguous)."""
         return max(self.classes.values()) + 1 if self.classes else 0
 
-    def has_label(self, label):
-        return label in self.labels
-
-    def has_name(self, name):
-        return name in self.classes
-
-    def name_to_label(self, name):
-        return self.classes[name]
-
-    def label_to_name(self, label):
-        return self.labels[label]
-
     def image_path(self, image_index):
         return os.path.join(self.base_dir, self.image_names[image_index])
 

@@ -128,23 +128,33 @@ class Generator(keras.utils.PyDataset):
         """Number of images in the dataset."""
         raise NotImplementedError("size method not implemented")
 
+    # Class mapping: subclasses set ``self.classes`` ({name: label}) and ``self.labels``
+    # ({label: name}) before calling ``__init__``, or override these methods (fizyr's way).
+
+    def _class_maps(self):
+        if getattr(self, "classes", None) is None or getattr(self, "labels", None) is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must set self.classes and self.labels or override the class-mapping methods"
+            )
+        return self.classes, self.labels
+
     def num_classes(self):
         """Number of classes (labels are 0 .. num_classes - 1)."""
-        raise NotImplementedError("num_classes method not implemented")
+        return len(self._class_maps()[0])
 
     def has_label(self, label):
         """Whether ``label`` is a class of the dataset."""
-        raise NotImplementedError("has_label method not implemented")
+        return label in self._class_maps()[1]
 
     def has_name(self, name):
         """Whether ``name`` is a class name of the dataset."""
-        raise NotImplementedError("has_name method not implemented")
+        return name in self._class_maps()[0]
 
     def name_to_label(self, name):
-        raise NotImplementedError("name_to_label method not implemented")
+        return self._class_maps()[0][name]
 
     def label_to_name(self, label):
-        raise NotImplementedError("label_to_name method not implemented")
+        return self._class_maps()[1][label]
 
     def image_aspect_ratio(self, image_index):
         """Width / height of an image (used by group_method='ratio')."""

@@ -14,11 +14,13 @@ import tensorflow as tf
 from keras_retinanet import losses, models
 from keras_retinanet.callbacks.training import (
     EpochSummary,
+    LinearWarmup,
     NanGuard,
     Snapshot,
     epoch_from_snapshot,
 )
 from keras_retinanet.models.retinanet import retinanet_bbox
+from keras_retinanet.preprocessing.datasets import DATASET_TYPES, generator_from_args
 from keras_retinanet.preprocessing.pipeline import build_dataset
 from keras_retinanet.utils.anchors import AnchorParameters
 from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
@@ -131,24 +133,14 @@ def create_generators(args, preprocess_image):
     )
     val_kwargs = dict(common, shuffle_groups=False)
 
-    if args.dataset_type == "csv":
-        from keras_retinanet.preprocessing.csv_generator import CSVGenerator
-
-        train = CSVGenerator(args.annotations, args.classes, **train_kwargs)
-        val = CSVGenerator(args.val_annotations, args.classes, **val_kwargs) if args.val_annotations else None
-    elif args.dataset_type == "coco":
-        from keras_retinanet.preprocessing.coco import CocoGenerator
-
-        train = CocoGenerator(args.coco_path, args.train_set, **train_kwargs)
-        val = CocoGenerator(args.coco_path, args.val_set, **val_kwargs)
-    elif args.dataset_type == "pascal":
-        from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator
-
-        extension = {"image_extension": args.image_extension}
-        train = PascalVocGenerator(args.pascal_path, args.train_set, **extension, **train_kwargs)
-        val = PascalVocGenerator(args.pascal_path, args.val_set, **extension, **val_kwargs)
-    else:
+    if args.dataset_type not in DATASET_TYPES:
         raise SetupError(f"unknown dataset type {args.dataset_type!r}")
+    train = generator_from_args(args, set_name=getattr(args, "train_set", None), **train_kwargs)
+    if args.dataset_type == "csv":
+        val_annotations = args.val_annotations
+        val = generator_from_args(args, annotations=val_annotations, **val_kwargs) if val_annotations else None
+    else:
+        val = generator_from_args(args, set_name=args.val_set, **val_kwargs)
     return train, val
 
 
@@ -163,6 +155,8 @@ def create_models(
     config=None,
     backbone_weights=None,
     freeze_bn=True,
+    feature_size=None,
+    submodel_depth=None,
 ):
     """Build and compile the training model and its inference twin (fizyr's signature).
 
@@ -179,6 +173,8 @@ def create_models(
         freeze_bn: run the backbone's BatchNormalization in inference mode (right with
             pretrained weights and small batches); otherwise BN trains, with momentum
             ``TRAINABLE_BN_MOMENTUM``.
+        feature_size: channels of the FPN and of the heads' hidden layers (None: 256).
+        submodel_depth: hidden conv layers of each head (None: 4).
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
@@ -192,6 +188,10 @@ def create_models(
     }
     if pyramid_levels is not None:
         kwargs["pyramid_levels"] = pyramid_levels
+    if feature_size is not None:
+        kwargs["feature_size"] = feature_size
+    if submodel_depth is not None:
+        kwargs["submodel_depth"] = submodel_depth
     model = backbone_retinanet(num_classes, **kwargs)
     if not freeze_bn:
         for layer in model.layers:
@@ -252,6 +252,8 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
     nan_guard = NanGuard(snapshot)
     callbacks.append(nan_guard)
 
+    if getattr(args, "warmup_steps", 0):
+        callbacks.append(LinearWarmup(args.warmup_steps, args.lr))
     monitor_map = args.evaluation and validation_generator is not None
     callbacks.append(
         keras.callbacks.ReduceLROnPlateau(
@@ -337,6 +339,8 @@ def prepare(args):
                     config=args.config_parsed,
                     backbone_weights=backbone_weights,
                     freeze_bn=freeze_bn,
+                    feature_size=args.feature_size,
+                    submodel_depth=args.head_depth,
                 )
             except Exception as error:  # noqa: BLE001 - e.g. no network for the ImageNet download
                 if backbone_weights != "imagenet":

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install everything into ./.venv (created if missing), then run the main job end to end on
 # the built-in synthetic shapes dataset: make data, train from scratch for a few minutes,
-# evaluate on the held-out split, and draw the detections on images.
+# evaluate on the held-out split, and draw the detections on images (about 7 minutes of
+# training on 2 CPU cores).
 # Everything is written to ./demo_output (override with DEMO_DIR=...; EPOCHS=... for a longer run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 OUT=${DEMO_DIR:-demo_output}
-EPOCHS=${EPOCHS:-6}
+EPOCHS=${EPOCHS:-12}
 BACKBONE=mobilenet128_0.25
 SIZE=128
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -18,11 +19,13 @@ DATA="$OUT/data"
 SNAPSHOT="$OUT/snapshots/${BACKBONE}_csv_$(printf %02d "$EPOCHS").keras"
 
 echo "== 1/4 synthetic shapes dataset -> $DATA"
-$BIN/python -m keras_retinanet.utils.synthetic "$DATA" --train 256 --val 32 --size $SIZE --min-box 32 --max-box 64
+$BIN/python -m keras_retinanet.utils.synthetic "$DATA" --train 1024 --val 64 --size $SIZE --min-box 32 --max-box 64
 
 echo "== 2/4 retinanet-train, from scratch, $EPOCHS epochs -> $OUT/snapshots"
-$BIN/retinanet-train --no-weights --backbone $BACKBONE --batch-size 8 --lr 1e-3 \
-    --epochs "$EPOCHS" --steps 32 --image-min-side $SIZE --image-max-side $SIZE \
+# a 64-channel FPN and heads (the paper's 256 is ~8x slower on a CPU) and a short LR warmup
+$BIN/retinanet-train --no-weights --backbone $BACKBONE --feature-size 64 --batch-size 8 \
+    --lr 1e-3 --warmup-steps 64 --epochs "$EPOCHS" --steps 64 \
+    --image-min-side $SIZE --image-max-side $SIZE \
     --snapshot-path "$OUT/snapshots" --tensorboard-dir "$OUT/logs" --seed 0 \
     csv "$DATA/train.csv" "$DATA/classes.csv" --val-annotations "$DATA/val.csv"
 

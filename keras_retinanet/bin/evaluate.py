@@ -144,18 +144,10 @@ def create_generator(args, preprocess_image):
         "group_method": args.group_method,
         "shuffle_groups": False,
     }
+    from keras_retinanet.preprocessing.datasets import generator_from_args
+
     try:
-        if args.dataset_type == "csv":
-            from keras_retinanet.preprocessing.csv_generator import CSVGenerator
-
-            return CSVGenerator(args.annotations, args.classes, **common)
-        if args.dataset_type == "pascal":
-            from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator
-
-            return PascalVocGenerator(args.pascal_path, args.set_name, image_extension=args.image_extension, **common)
-        from keras_retinanet.preprocessing.coco import CocoGenerator
-
-        return CocoGenerator(args.coco_path, args.set_name, **common)
+        return generator_from_args(args, **common)
     except (ValueError, OSError, KeyError) as error:
         raise ToolError(_one_line(error)) from None
 

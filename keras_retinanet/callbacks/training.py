@@ -1,4 +1,4 @@
-"""Callbacks that make long training runs safe: atomic snapshots, a NaN guard, epoch summaries."""
+"""Callbacks for long training runs: atomic snapshots, a NaN guard, LR warmup, epoch summaries."""
 import math
 import os
 import re
@@ -97,6 +97,43 @@ class NanGuard(keras.callbacks.Callback):
             f"batch {batch + 1}; {where}. Lower --lr or check the annotations."
         )
         self.model.stop_training = True
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Raise the learning rate linearly to ``learning_rate`` over the first ``steps`` steps.
+
+    Step ``i`` (the optimiser's iteration count, so a resumed run carries on where it was)
+    uses ``learning_rate * (start_factor + (1 - start_factor) * i / steps)``; from step
+    ``steps`` on the callback leaves the rate alone (ReduceLROnPlateau owns it then).
+    From scratch at a high rate, the first Adam steps otherwise blow the focal loss up
+    for a few dozen steps.
+
+    Args:
+        steps: warmup length in optimiser steps (0: no warmup).
+        learning_rate: the rate reached at the end of the warmup.
+        start_factor: fraction of ``learning_rate`` at step 0.
+    """
+
+    def __init__(self, steps, learning_rate, start_factor=0.001):
+        super().__init__()
+        if steps < 0 or not 0 < start_factor <= 1:
+            raise ValueError(f"warmup needs steps >= 0 and 0 < start_factor <= 1, got {steps}, {start_factor}")
+        self.steps = int(steps)
+        self.learning_rate = float(learning_rate)
+        self.start_factor = float(start_factor)
+        self._done = self.steps == 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._done:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step >= self.steps:
+            self._done = True
+            if step == self.steps:
+                self.model.optimizer.learning_rate = self.learning_rate
+            return
+        factor = self.start_factor + (1.0 - self.start_factor) * step / self.steps
+        self.model.optimizer.learning_rate = self.learning_rate * factor
 
 
 class EpochSummary(keras.callbacks.Callback):

@@ -56,7 +56,7 @@ def application_retinanet(
     Args:
         num_classes: number of object classes.
         application: f(input_tensor) -> keras.applications model (include_top=False).
-        layer_names: dict 'C2'..'C5' -> layer name in the application.
+        layer_names: dict 'C2'..'C5' -> layer name in the application (None: its output).
         inputs: image input tensor (default ``default_inputs()``).
         modifier: f(backbone_model) -> backbone_model, applied before the heads are added
             (e.g. ``utils.model.freeze``).
@@ -73,7 +73,7 @@ def application_retinanet(
     wanted = [c for c in ("C2", "C3", "C4", "C5") if c != "C2" or 2 in levels]
 
     model = application(inputs)
-    outputs = [model.get_layer(layer_names[c]).output for c in wanted]
+    outputs = [model.output if layer_names[c] is None else model.get_layer(layer_names[c]).output for c in wanted]
     backbone_model = keras.Model(inputs=inputs, outputs=outputs, name=model.name)
     if freeze_bn:
         for layer in backbone_model.layers:

@@ -43,11 +43,16 @@ def default_classification_model(
     prior_probability=PRIOR_PROBABILITY,
     classification_feature_size=FEATURE_SIZE,
     name="classification_submodel",
+    depth=SUBMODEL_DEPTH,
 ):
-    """Classification head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_classes) sigmoid."""
+    """Classification head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_classes) sigmoid.
+
+    ``depth`` 3x3 conv + ReLU layers of ``classification_feature_size`` channels, then the
+    output conv, whose bias starts every score at ``prior_probability``.
+    """
     inputs = keras.Input(shape=(None, None, pyramid_feature_size))
     outputs = inputs
-    for i in range(SUBMODEL_DEPTH):
+    for i in range(depth):
         outputs = _head_conv(
             classification_feature_size,
             f"pyramid_classification_{i}",
@@ -71,11 +76,15 @@ def default_regression_model(
     pyramid_feature_size=FEATURE_SIZE,
     regression_feature_size=FEATURE_SIZE,
     name="regression_submodel",
+    depth=SUBMODEL_DEPTH,
 ):
-    """Regression head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_values)."""
+    """Regression head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_values).
+
+    ``depth`` 3x3 conv + ReLU layers of ``regression_feature_size`` channels, then the output conv.
+    """
     inputs = keras.Input(shape=(None, None, pyramid_feature_size))
     outputs = inputs
-    for i in range(SUBMODEL_DEPTH):
+    for i in range(depth):
         outputs = _head_conv(
             regression_feature_size, f"pyramid_regression_{i}", activation="relu", bias_initializer="zeros"
         )(outputs)
@@ -85,11 +94,19 @@ def default_regression_model(
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
-def default_submodels(num_classes, num_anchors):
-    """[('regression', model), ('classification', model)]: the default heads, in output order."""
+def default_submodels(num_classes, num_anchors, feature_size=FEATURE_SIZE, depth=SUBMODEL_DEPTH):
+    """[('regression', model), ('classification', model)]: the default heads, in output order.
+
+    Both take pyramid levels of ``feature_size`` channels and have ``depth`` hidden conv
+    layers of ``feature_size`` channels.
+    """
+    sizes = {"pyramid_feature_size": feature_size, "depth": depth}
     return [
-        ("regression", default_regression_model(4, num_anchors)),
-        ("classification", default_classification_model(num_classes, num_anchors)),
+        ("regression", default_regression_model(4, num_anchors, regression_feature_size=feature_size, **sizes)),
+        (
+            "classification",
+            default_classification_model(num_classes, num_anchors, classification_feature_size=feature_size, **sizes),
+        ),
     ]
 
 
@@ -178,6 +195,8 @@ def retinanet(
     pyramid_levels=None,
     submodels=None,
     name="retinanet",
+    feature_size=None,
+    submodel_depth=SUBMODEL_DEPTH,
 ):
     """Training model: backbone features -> FPN -> shared submodels on every level.
 
@@ -191,6 +210,10 @@ def retinanet(
         submodels: list of (output name, keras.Model) applied to every level
             (default ``default_submodels``).
         name: model name.
+        feature_size: channels of the pyramid levels and of the default submodels' hidden
+            layers (default 256, the paper's). Smaller is much faster: the heads take most
+            of the compute.
+        submodel_depth: hidden conv layers of each default submodel (default 4).
 
     Returns:
         keras.Model with outputs ``regression`` (B, N, 4) and ``classification`` (B, N, C)
@@ -199,7 +222,7 @@ def retinanet(
     if num_anchors is None:
         num_anchors = AnchorParameters.default.num_anchors()
     if submodels is None:
-        submodels = default_submodels(num_classes, num_anchors)
+        submodels = default_submodels(num_classes, num_anchors, feature_size or FEATURE_SIZE, submodel_depth)
     pyramid_levels = check_pyramid_levels(pyramid_levels)
     backbone_layers = _backbone_layer_dict(backbone_layers)
     needed = [f"C{level}" for level in range(min(min(pyramid_levels), 5), 6)]
@@ -210,7 +233,10 @@ def retinanet(
             f"provide {missing} (it gives {sorted(backbone_layers)})"
         )
 
-    features = create_pyramid_features(backbone_layers, pyramid_levels)
+    if feature_size is None:
+        features = create_pyramid_features(backbone_layers, pyramid_levels)
+    else:
+        features = create_pyramid_features(backbone_layers, pyramid_levels, feature_size=feature_size)
     # float32 outputs: the losses and box decoding stay exact under a mixed-precision policy
     outputs = [
         _concatenate([submodel(f) for f in features], output_name, dtype="float32")

@@ -45,6 +45,9 @@ def trained(shapes_dataset, tmp_path_factory):
     snapshots = tmp_path_factory.mktemp("snapshots")
     args = _args(shapes_dataset, snapshots)
     args += ["--val-annotations", shapes_dataset["val"]]
+    # a smaller FPN and heads than the default 256 x 4, as bench/train_synthetic.py uses
+    # and a warmup longer than the first epoch (3 steps)
+    args[args.index("csv"):args.index("csv")] = ["--feature-size", "32", "--head-depth", "2", "--warmup-steps", "4"]
     return snapshots, args
 
 
@@ -58,8 +61,13 @@ def test_train_writes_snapshots_that_load_convert_and_predict(trained, capsys, s
     summaries = _summaries(out)
     assert len(summaries) == 2
     assert re.search(r"epoch 2 \| .*loss \d+\.\d+ .*\| mAP \d\.\d{4} \| lr .* images/s", summaries[1])
+    # warmup: the last step of epoch 1 (step 2 of 4) ran at 1e-3 * (0.001 + 0.999 * 2 / 4)
+    assert re.search(r"\| lr 5\.0[01]e-04 \|", summaries[0]) and "| lr 1.00e-03 |" in summaries[1]
 
     model = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_02.keras"))
+    assert model.get_layer("P3").output.shape[-1] == 32
+    head = model.get_layer("classification_submodel")
+    assert [l.filters for l in head.layers if isinstance(l, keras.layers.Conv2D)] == [32, 32, 27]
     assert [o.name for o in model.outputs] == ["regression", "classification"] or model.output_names == [
         "regression",
         "classification",
@@ -75,6 +83,7 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     snapshots = tmp_path / "snaps"
     assert train.main(_args(shapes_dataset, snapshots, "--no-evaluation", epochs=2, steps=4)) == 0
     first = _summaries(capsys.readouterr().out)
+    assert [l.split(" |")[0] for l in first] == ["epoch 1", "epoch 2"]
     last = snapshots / f"{BACKBONE}_csv_02.keras"
     saved = keras.models.load_model(str(last))
     iterations = int(saved.optimizer.iterations.numpy())

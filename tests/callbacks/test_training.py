@@ -6,6 +6,7 @@ import pytest
 
 from keras_retinanet.callbacks.training import (
     EpochSummary,
+    LinearWarmup,
     NanGuard,
     Snapshot,
     epoch_from_snapshot,
@@ -83,3 +84,42 @@ def test_epoch_summary_reports_losses_rate_and_map():
     summary.on_epoch_begin(2)
     summary.on_epoch_end(2, {"loss": 0.5, "mAP": 0.75})
     assert "mAP 0.7500" in lines[-1]
+
+
+class _RecordRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_linear_warmup_ramps_then_hands_over_and_resumes_mid_ramp():
+    model = _tiny_model()
+    x, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+    record = _RecordRate()
+    warmup = LinearWarmup(4, learning_rate=0.01, start_factor=0.2)
+    model.fit(x, y, batch_size=2, epochs=2, callbacks=[warmup, record], verbose=0)  # 8 steps
+    np.testing.assert_allclose(record.rates, [0.002, 0.004, 0.006, 0.008, 0.01, 0.01, 0.01, 0.01], rtol=1e-6)
+
+    # once warmed up, a schedule set by someone else (ReduceLROnPlateau) is left alone
+    model.optimizer.learning_rate = 0.001
+    record.rates.clear()
+    model.fit(x, y, batch_size=2, epochs=1, callbacks=[warmup, record], verbose=0)
+    np.testing.assert_allclose(record.rates, [0.001] * 4, rtol=1e-6)
+
+    # a resumed optimiser (iterations = 2) continues the ramp from step 2
+    resumed = _tiny_model()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.optimizer.iterations.assign(2)
+    record = _RecordRate()
+    resumed.fit(x, y, batch_size=2, epochs=1, callbacks=[LinearWarmup(4, 0.01, 0.2), record], verbose=0)
+    np.testing.assert_allclose(record.rates, [0.006, 0.008, 0.01, 0.01], rtol=1e-6)
+
+
+def test_linear_warmup_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps >= 0"):
+        LinearWarmup(-1, 0.01)
+    with pytest.raises(ValueError, match="start_factor"):
+        LinearWarmup(10, 0.01, start_factor=0)

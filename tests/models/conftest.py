@@ -10,6 +10,7 @@ FAMILY_REPRESENTATIVES = (
     "resnet50",
     "mobilenet128_0.25",
     "mobilenetv2_0.35",
+    "mobilenetv3small_1.0",
     "vgg16",
     "densenet121",
     "EfficientNetB0",

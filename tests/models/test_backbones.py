@@ -14,6 +14,7 @@ ADVERTISED = (
     ["resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "densenet121", "densenet169", "densenet201"]
     + [f"mobilenet{rows}_{alpha}" for rows in (128, 160, 192, 224) for alpha in ("1.0", "0.75", "0.5", "0.25")]
     + [f"mobilenetv2_{alpha}" for alpha in ("0.35", "0.5", "0.75", "1.0", "1.3", "1.4")]
+    + [f"mobilenetv3{size}_{alpha}" for size in ("small", "large") for alpha in ("0.75", "1.0")]
     + [f"EfficientNetB{i}" for i in range(8)]
 )
 # Every distinct architecture not covered by the forward-pass tests (mobilenet{rows}
@@ -73,6 +74,8 @@ def test_preprocess_image_mode(name, expected):
         ("resnet101", "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
         ("mobilenet160_0.75", "mobilenet_7_5_160_tf_no_top.h5", False),
         ("mobilenetv2_1.4", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.4_224_no_top.h5", False),
+        ("mobilenetv3large_0.75", "weights_mobilenet_v3_large_224_0.75_float_no_top_v2.h5", True),
+        ("mobilenetv3small_1.0", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", True),
         ("vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
         ("densenet169", "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
         ("EfficientNetB5", "efficientnetb5_notop.h5", True),
@@ -95,6 +98,7 @@ def test_download_imagenet_uses_the_keras_applications_files(monkeypatch, name, 
 
 def test_imagenet_hashes_match_keras_applications():
     from keras.src.applications import efficientnet as keras_effnet
+    from keras.src.applications import mobilenet_v3 as keras_mobilenet_v3
     from keras.src.applications import resnet as keras_resnet
 
     from keras_retinanet.models import effnet
@@ -103,6 +107,8 @@ def test_imagenet_hashes_match_keras_applications():
         assert resnet._WEIGHTS_HASHES[name] == keras_resnet.WEIGHTS_HASHES[name][1]
     for i in range(8):
         assert effnet._WEIGHTS_HASHES[f"EfficientNetB{i}"] == keras_effnet.WEIGHTS_HASHES[f"b{i}"][1]
+    for name, md5 in mobilenet._V3_WEIGHTS_HASHES.items():
+        assert md5 == keras_mobilenet_v3.WEIGHTS_HASHES[name][1]
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +226,17 @@ def test_odd_input_sizes_do_not_crash(name):
     assert regression.shape[1] == classification.shape[1] > 0
     if name.startswith("resnet"):  # ResNet rounds feature sizes up, as guess_shapes does
         assert regression.shape[1] == len(anchors_for_shape((131, 97)))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3small_0.75", "mobilenetv3large_1.0"])
+def test_mobilenetv3_feature_strides_with_p2(name):
+    """C2..C5 come from the last block of strides 4, 8, 16 and 32 (P2 needs C2)."""
+    model = models.backbone(name).retinanet(2, pyramid_levels=[2, 3, 4, 5, 6, 7], inputs=keras.Input((128, 192, 3)))
+    for level in (2, 3, 4, 5, 6, 7):
+        stride = 2**level
+        assert tuple(model.get_layer(f"P{level}").output.shape[1:3]) == (-(-128 // stride), -(-192 // stride))
+    # the application's own preprocessing is left out: images come in scaled to [-1, 1]
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
 
 
 @pytest.mark.parametrize("name", OTHER_ARCHITECTURES)

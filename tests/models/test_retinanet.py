@@ -147,6 +147,31 @@ def test_default_submodels_layout():
     assert classification.output.shape == (None, None, 5) and regression.output.shape == (None, None, 4)
 
 
+def test_feature_size_and_submodel_depth_shrink_the_fpn_and_heads():
+    inputs = keras.Input((None, None, 3))
+    c3 = keras.layers.Conv2D(8, 3, strides=8, padding="same")(inputs)
+    c4 = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c3)
+    c5 = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c4)
+    layers = {"C3": c3, "C4": c4, "C5": c5}
+    small = retinanet.retinanet(inputs, layers, 3, feature_size=32, submodel_depth=2)
+    for level in (3, 4, 5, 6, 7):
+        assert small.get_layer(f"P{level}").output.shape[-1] == 32
+    classification = small.get_layer("classification_submodel")
+    assert [l.filters for l in classification.layers if isinstance(l, keras.layers.Conv2D)] == [32, 32, 27]
+    regression = small.get_layer("regression_submodel")
+    assert [l.filters for l in regression.layers if isinstance(l, keras.layers.Conv2D)] == [32, 32, 36]
+
+    full = retinanet.retinanet(inputs, layers, 3)
+    assert full.get_layer("P3").output.shape[-1] == 256
+    assert small.count_params() < full.count_params() / 20
+    # same anchors and outputs, and the inference model builds on it
+    image = np.ones((1, 64, 64, 3), np.float32)
+    n = len(anchors_for_shape((64, 64)))
+    assert [tuple(o.shape) for o in small(image)] == [(1, n, 4), (1, n, 3)]
+    boxes = models.convert_model(small, max_detections=5, score_threshold=0.0)(image)[0]
+    assert tuple(boxes.shape) == (1, 5, 4)
+
+
 def test_save_and_reload_with_plain_keras(small_model, tmp_path):
     small_model.compile(
         optimizer=keras.optimizers.Adam(1e-5),

@@ -1,7 +1,6 @@
 """utils.model: freeze and fold_batch_normalization."""
 import keras
 import numpy as np
-import pytest
 
 from keras_retinanet import models
 from keras_retinanet.utils.model import fold_batch_normalization, freeze

@@ -1,0 +1,47 @@
+"""generator_from_args: the tools' csv / coco / pascal sub-commands -> one generator."""
+from argparse import Namespace
+
+import pytest
+
+from keras_retinanet.preprocessing.coco import CocoGenerator
+from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+from keras_retinanet.preprocessing.datasets import generator_from_args
+from keras_retinanet.preprocessing.pascal_voc import PascalVocGenerator, voc_classes
+
+from . import test_coco, test_pascal_voc
+
+
+def test_csv_reads_the_given_or_the_default_annotations(shapes_dataset):
+    args = Namespace(dataset_type="csv", annotations=shapes_dataset["train"], classes=shapes_dataset["classes"])
+    train = generator_from_args(args, group_method="none", shuffle_groups=False)
+    val = generator_from_args(args, annotations=shapes_dataset["val"], batch_size=2, shuffle_groups=False)
+    assert isinstance(train, CSVGenerator) and isinstance(val, CSVGenerator)
+    assert train.num_classes() == val.num_classes() == 3
+    assert all(name.startswith("images/train_") for name in train.image_names)
+    assert all(name.startswith("images/val_") for name in val.image_names)
+    assert val.batch_size == 2
+
+
+def test_coco_reads_the_named_set(tmp_path):
+    test_coco._write(tmp_path, set_name="val2017")
+    args = Namespace(dataset_type="coco", coco_path=str(tmp_path), set_name="val2017")
+    generator = generator_from_args(args, group_method="none", shuffle_groups=False)
+    assert isinstance(generator, CocoGenerator)
+    assert generator.size() == 2 and sorted(generator.classes) == ["cat", "dog"]
+    with pytest.raises(FileNotFoundError, match="instances_train2017.json"):
+        generator_from_args(args, set_name="train2017")
+
+
+def test_pascal_reads_the_named_set_with_the_extension(tmp_path):
+    xml = test_pascal_voc._object("dog", (1, 2, 30, 20))
+    test_pascal_voc._write(tmp_path, {"000001": xml}, set_name="test")
+    args = Namespace(dataset_type="pascal", pascal_path=str(tmp_path), set_name="test", image_extension=".jpg")
+    generator = generator_from_args(args, group_method="none", shuffle_groups=False)
+    assert isinstance(generator, PascalVocGenerator)
+    assert generator.size() == 1 and generator.num_classes() == len(voc_classes)
+    assert generator.load_annotations(0)["labels"].tolist() == [voc_classes["dog"]]
+
+
+def test_unknown_dataset_type():
+    with pytest.raises(ValueError, match=r"unknown dataset type 'kitti'; expected one of \['csv', 'coco', 'pascal'\]"):
+        generator_from_args(Namespace(dataset_type="kitti"))

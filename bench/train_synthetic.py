@@ -41,7 +41,7 @@ def parse_args(args):
     parser.add_argument("--warmup-steps", type=int, default=64, help="linear LR warmup (steps)")
     parser.add_argument("--reduce-lr-patience", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more retinanet-train flags")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more retinanet-train flags (must come last: everything after it is passed on)")
     parser.add_argument("--workdir", help="where data and snapshots go (default: a temporary folder)")
     return parser.parse_args(args)
 

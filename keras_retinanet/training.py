@@ -137,10 +137,10 @@ def create_generators(args, preprocess_image):
         raise SetupError(f"unknown dataset type {args.dataset_type!r}")
     train = generator_from_args(args, set_name=getattr(args, "train_set", None), **train_kwargs)
     if args.dataset_type == "csv":
-        val_annotations = args.val_annotations
+        val_annotations = getattr(args, "val_annotations", None)
         val = generator_from_args(args, annotations=val_annotations, **val_kwargs) if val_annotations else None
     else:
-        val = generator_from_args(args, set_name=args.val_set, **val_kwargs)
+        val = generator_from_args(args, set_name=getattr(args, "val_set", None), **val_kwargs)
     return train, val
 
 

@@ -111,7 +111,8 @@ def parse_args(args):
         type=int,
         default=0,
         help="raise the learning rate linearly from --lr/1000 to --lr over the first N steps "
-        "(default: 0, no warmup); avoids the early loss spike when training from scratch at a high --lr",
+        "(default: 0, no warmup); avoids the early loss spike when training from scratch at a high --lr. "
+        "A --snapshot taken during the warmup continues it when given the same --lr",
     )
     parser.add_argument(
         "--early-stopping-patience",
@@ -139,6 +140,8 @@ def check_args(parser, args):
         parser.error(f"--lr must be > 0, got {args.lr}")
     if args.feature_size is not None and args.feature_size < 1:
         parser.error(f"--feature-size must be >= 1, got {args.feature_size}")
+    if args.snapshot and (args.feature_size is not None or args.head_depth is not None):
+        parser.error("--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.head_depth is not None and args.head_depth < 0:

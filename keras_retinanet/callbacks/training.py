@@ -2,6 +2,7 @@
 import math
 import os
 import re
+import sys
 import time
 
 import keras
@@ -102,38 +103,74 @@ class NanGuard(keras.callbacks.Callback):
 class LinearWarmup(keras.callbacks.Callback):
     """Raise the learning rate linearly to ``learning_rate`` over the first ``steps`` steps.
 
-    Step ``i`` (the optimiser's iteration count, so a resumed run carries on where it was)
-    uses ``learning_rate * (start_factor + (1 - start_factor) * i / steps)``; from step
-    ``steps`` on the callback leaves the rate alone (ReduceLROnPlateau owns it then).
-    From scratch at a high rate, the first Adam steps otherwise blow the focal loss up
-    for a few dozen steps.
+    Step ``i`` (0-based: the optimiser's iteration count) runs at ``learning_rate * factor(i)``
+    with ``factor(i) = start_factor + (1 - start_factor) * (i + 1) / steps``: the last warmup
+    step already runs at the full rate, and after it the callback never writes the rate
+    again (ReduceLROnPlateau owns it). From scratch at a high rate, the first Adam steps
+    otherwise blow the focal loss up for a few dozen steps.
+
+    - A change made by another callback during the warmup (the rate is not the one this
+      callback set) scales the rest of the ramp by the same ratio.
+    - A resumed optimiser (iterations > 0) continues the ramp if its rate is the one the
+      ramp gives at that step; otherwise its own rate is kept, with a warning.
 
     Args:
         steps: warmup length in optimiser steps (0: no warmup).
-        learning_rate: the rate reached at the end of the warmup.
-        start_factor: fraction of ``learning_rate`` at step 0.
+        learning_rate: the rate reached at the last warmup step.
+        start_factor: ``factor(-1)``, the fraction of ``learning_rate`` the ramp starts from.
+        print_fn: where the warning goes (default: standard error).
     """
 
-    def __init__(self, steps, learning_rate, start_factor=0.001):
+    def __init__(self, steps, learning_rate, start_factor=0.001, print_fn=None):
         super().__init__()
         if steps < 0 or not 0 < start_factor <= 1:
             raise ValueError(f"warmup needs steps >= 0 and 0 < start_factor <= 1, got {steps}, {start_factor}")
         self.steps = int(steps)
         self.learning_rate = float(learning_rate)
         self.start_factor = float(start_factor)
+        self.print_fn = print_fn or (lambda message: print(message, file=sys.stderr))
         self._done = self.steps == 0
+        self._last = None  # the rate this callback set last
+
+    def factor(self, step):
+        """Fraction of ``learning_rate`` that step ``step`` runs at (during the warmup)."""
+        return self.start_factor + (1.0 - self.start_factor) * (step + 1) / self.steps
+
+    def _optimizer_state(self):
+        optimizer = self.model.optimizer
+        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        return step, float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def on_train_begin(self, logs=None):
+        if self._done:
+            return
+        step, rate = self._optimizer_state()
+        if step >= self.steps:
+            self._done = True
+        elif step > 0:
+            expected = self.learning_rate * self.factor(step - 1)
+            if math.isclose(rate, expected, rel_tol=1e-3):
+                self._last = rate
+            else:
+                self._done = True
+                self.print_fn(
+                    f"warning: warmup not continued: the resumed optimiser is at step {step} with "
+                    f"learning rate {rate:.3g}, not the {expected:.3g} of a warmup to {self.learning_rate:.3g}; "
+                    "its rate is kept"
+                )
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._done:
             return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step, rate = self._optimizer_state()
         if step >= self.steps:
             self._done = True
-            if step == self.steps:
-                self.model.optimizer.learning_rate = self.learning_rate
             return
-        factor = self.start_factor + (1.0 - self.start_factor) * step / self.steps
-        self.model.optimizer.learning_rate = self.learning_rate * factor
+        if self._last is not None and not math.isclose(rate, self._last, rel_tol=1e-4):
+            self.learning_rate *= rate / self._last
+        self._last = self.learning_rate * self.factor(step)
+        self.model.optimizer.learning_rate = self._last
+        self._done = step == self.steps - 1
 
 
 class EpochSummary(keras.callbacks.Callback):

@@ -63,7 +63,8 @@ def application_retinanet(
         freeze_bn: run the backbone's BatchNormalization layers in inference mode with
             frozen statistics (RetinaNet trains with small batches).
         freeze_backbone: make every backbone layer non-trainable.
-        **kwargs: passed to ``retinanet.retinanet`` (num_anchors, pyramid_levels, submodels, name).
+        **kwargs: passed to ``retinanet.retinanet`` (num_anchors, pyramid_levels, submodels, name,
+            feature_size, submodel_depth).
 
     Returns:
         The training model.

@@ -213,7 +213,7 @@ def retinanet(
         feature_size: channels of the pyramid levels and of the default submodels' hidden
             layers (default 256, the paper's). Smaller is much faster: the heads take most
             of the compute.
-        submodel_depth: hidden conv layers of each default submodel (default 4).
+        submodel_depth: hidden conv layers of each default submodel (default / None: 4).
 
     Returns:
         keras.Model with outputs ``regression`` (B, N, 4) and ``classification`` (B, N, C)
@@ -221,8 +221,15 @@ def retinanet(
     """
     if num_anchors is None:
         num_anchors = AnchorParameters.default.num_anchors()
+    if feature_size is not None and feature_size < 1:
+        raise ValueError(f"feature_size must be >= 1, got {feature_size}")
+    if submodel_depth is None:
+        submodel_depth = SUBMODEL_DEPTH
+    if submodel_depth < 0:
+        raise ValueError(f"submodel_depth must be >= 0, got {submodel_depth}")
     if submodels is None:
-        submodels = default_submodels(num_classes, num_anchors, feature_size or FEATURE_SIZE, submodel_depth)
+        head_size = FEATURE_SIZE if feature_size is None else feature_size
+        submodels = default_submodels(num_classes, num_anchors, head_size, submodel_depth)
     pyramid_levels = check_pyramid_levels(pyramid_levels)
     backbone_layers = _backbone_layer_dict(backbone_layers)
     needed = [f"C{level}" for level in range(min(min(pyramid_levels), 5), 6)]

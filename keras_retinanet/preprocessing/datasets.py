@@ -23,15 +23,18 @@ def generator_from_args(args, annotations=None, set_name=None, **kwargs):
         a ``CSVGenerator``, ``CocoGenerator`` or ``PascalVocGenerator``.
 
     Raises:
-        ValueError: unknown dataset type; the generators' own errors (missing files,
+        ValueError: unknown dataset type, no set name for coco / pascal; the generators' own errors (missing files,
             invalid lines) pass through unchanged.
     """
     dataset_type = args.dataset_type
     if dataset_type == "csv":
         from .csv_generator import CSVGenerator
 
-        return CSVGenerator(annotations or args.annotations, args.classes, **kwargs)
-    set_name = set_name or getattr(args, "set_name", None)
+        return CSVGenerator(args.annotations if annotations is None else annotations, args.classes, **kwargs)
+    if set_name is None:
+        set_name = getattr(args, "set_name", None)
+    if dataset_type in ("coco", "pascal") and set_name is None:
+        raise ValueError(f"no set name given for the {dataset_type} dataset (e.g. --set-name)")
     if dataset_type == "coco":
         from .coco import CocoGenerator
 

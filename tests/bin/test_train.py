@@ -61,8 +61,8 @@ def test_train_writes_snapshots_that_load_convert_and_predict(trained, capsys, s
     summaries = _summaries(out)
     assert len(summaries) == 2
     assert re.search(r"epoch 2 \| .*loss \d+\.\d+ .*\| mAP \d\.\d{4} \| lr .* images/s", summaries[1])
-    # warmup: the last step of epoch 1 (step 2 of 4) ran at 1e-3 * (0.001 + 0.999 * 2 / 4)
-    assert re.search(r"\| lr 5\.0[01]e-04 \|", summaries[0]) and "| lr 1.00e-03 |" in summaries[1]
+    # warmup: the last step of epoch 1 (step 2 of 4) ran at 1e-3 * (0.001 + 0.999 * 3 / 4)
+    assert "| lr 7.50e-04 |" in summaries[0] and "| lr 1.00e-03 |" in summaries[1]
 
     model = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_02.keras"))
     assert model.get_layer("P3").output.shape[-1] == 32
@@ -152,6 +152,25 @@ def test_batch_size_must_cover_the_replicas(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--multi-gpu", "2", "--batch-size", "1", "csv", "a", "b"])
     assert "--batch-size (1) must be >= --multi-gpu (2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--feature-size", "0"], "--feature-size must be >= 1, got 0"),
+        (["--head-depth", "-1"], "--head-depth must be >= 0, got -1"),
+        (["--warmup-steps", "-5"], "--warmup-steps must be >= 0, got -5"),
+        (
+            ["--snapshot", "s.keras", "--feature-size", "64"],
+            "--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with",
+        ),
+    ],
+)
+def test_model_size_and_warmup_flags_are_checked(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args([*flags, "csv", "a", "b"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 MIRRORED_SCRIPT = textwrap.dedent(

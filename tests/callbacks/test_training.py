@@ -95,27 +95,71 @@ class _RecordRate(keras.callbacks.Callback):
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-def test_linear_warmup_ramps_then_hands_over_and_resumes_mid_ramp():
-    model = _tiny_model()
+def _fit(model, callbacks, epochs=1):
     x, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+    model.fit(x, y, batch_size=2, epochs=epochs, callbacks=callbacks, verbose=0)  # 4 steps an epoch
+
+
+def test_linear_warmup_ramps_to_the_rate_then_leaves_it_alone():
+    model = _tiny_model()
     record = _RecordRate()
     warmup = LinearWarmup(4, learning_rate=0.01, start_factor=0.2)
-    model.fit(x, y, batch_size=2, epochs=2, callbacks=[warmup, record], verbose=0)  # 8 steps
-    np.testing.assert_allclose(record.rates, [0.002, 0.004, 0.006, 0.008, 0.01, 0.01, 0.01, 0.01], rtol=1e-6)
+    _fit(model, [warmup, record], epochs=2)
+    # step i runs at 0.01 * (0.2 + 0.8 * (i + 1) / 4): the last warmup step at the full rate
+    np.testing.assert_allclose(record.rates, [0.004, 0.006, 0.008, 0.01, 0.01, 0.01, 0.01, 0.01], rtol=1e-6)
 
-    # once warmed up, a schedule set by someone else (ReduceLROnPlateau) is left alone
+    # after the warmup, a rate set by someone else (ReduceLROnPlateau) is left alone, even
+    # when the next step is the first after the warmup
+    model = _tiny_model()
+    record = _RecordRate()
+    warmup = LinearWarmup(4, learning_rate=0.01, start_factor=0.2)
+    _fit(model, [warmup])
     model.optimizer.learning_rate = 0.001
-    record.rates.clear()
-    model.fit(x, y, batch_size=2, epochs=1, callbacks=[warmup, record], verbose=0)
+    _fit(model, [warmup, record])
     np.testing.assert_allclose(record.rates, [0.001] * 4, rtol=1e-6)
 
-    # a resumed optimiser (iterations = 2) continues the ramp from step 2
-    resumed = _tiny_model()
-    resumed.optimizer.build(resumed.trainable_variables)
-    resumed.optimizer.iterations.assign(2)
+
+class _HalveRateAt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate.numpy()) / 2
+
+
+def test_linear_warmup_scales_its_ramp_by_a_cut_made_meanwhile():
+    model = _tiny_model()
     record = _RecordRate()
-    resumed.fit(x, y, batch_size=2, epochs=1, callbacks=[LinearWarmup(4, 0.01, 0.2), record], verbose=0)
-    np.testing.assert_allclose(record.rates, [0.006, 0.008, 0.01, 0.01], rtol=1e-6)
+    # the cut lands before step 2: 0.006 -> 0.003, so the ramp now aims at 0.005
+    _fit(model, [_HalveRateAt(2), LinearWarmup(4, 0.01, 0.2), record], epochs=2)
+    np.testing.assert_allclose(record.rates, [0.004, 0.006, 0.004, 0.005, 0.005, 0.005, 0.005, 0.005], rtol=1e-6)
+
+
+def _resumed_model(step, rate):
+    model = _tiny_model()
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(step)
+    model.optimizer.learning_rate = rate
+    return model
+
+
+def test_linear_warmup_continues_a_resumed_ramp_or_keeps_a_foreign_rate():
+    # a snapshot written after step 1 of the ramp holds the rate of step 1: 0.006
+    record, messages = _RecordRate(), []
+    _fit(_resumed_model(2, 0.006), [LinearWarmup(4, 0.01, 0.2, print_fn=messages.append), record])
+    np.testing.assert_allclose(record.rates, [0.008, 0.01, 0.01, 0.01], rtol=1e-6)
+    assert messages == []
+
+    # another rate (other --lr, or a schedule change) is kept, and said
+    record = _RecordRate()
+    _fit(_resumed_model(2, 0.0005), [LinearWarmup(4, 0.01, 0.2, print_fn=messages.append), record])
+    np.testing.assert_allclose(record.rates, [0.0005] * 4, rtol=1e-6)
+    assert messages == [
+        "warning: warmup not continued: the resumed optimiser is at step 2 with learning rate 0.0005, "
+        "not the 0.006 of a warmup to 0.01; its rate is kept"
+    ]
 
 
 def test_linear_warmup_rejects_bad_arguments():

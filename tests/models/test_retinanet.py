@@ -161,7 +161,12 @@ def test_feature_size_and_submodel_depth_shrink_the_fpn_and_heads():
     regression = small.get_layer("regression_submodel")
     assert [l.filters for l in regression.layers if isinstance(l, keras.layers.Conv2D)] == [32, 32, 36]
 
-    full = retinanet.retinanet(inputs, layers, 3)
+    with pytest.raises(ValueError, match="feature_size must be >= 1, got 0"):
+        retinanet.retinanet(inputs, layers, 3, feature_size=0)
+    with pytest.raises(ValueError, match="submodel_depth must be >= 0, got -1"):
+        retinanet.retinanet(inputs, layers, 3, submodel_depth=-1)
+
+    full = retinanet.retinanet(inputs, layers, 3, submodel_depth=None)
     assert full.get_layer("P3").output.shape[-1] == 256
     assert small.count_params() < full.count_params() / 20
     # same anchors and outputs, and the inference model builds on it

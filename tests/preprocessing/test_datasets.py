@@ -45,3 +45,12 @@ def test_pascal_reads_the_named_set_with_the_extension(tmp_path):
 def test_unknown_dataset_type():
     with pytest.raises(ValueError, match=r"unknown dataset type 'kitti'; expected one of \['csv', 'coco', 'pascal'\]"):
         generator_from_args(Namespace(dataset_type="kitti"))
+
+
+def test_coco_and_pascal_need_a_set_name(tmp_path):
+    for args in (
+        Namespace(dataset_type="coco", coco_path=str(tmp_path)),
+        Namespace(dataset_type="pascal", pascal_path=str(tmp_path), image_extension=".jpg"),
+    ):
+        with pytest.raises(ValueError, match=f"no set name given for the {args.dataset_type} dataset"):
+            generator_from_args(args)

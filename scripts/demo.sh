@@ -22,7 +22,7 @@ echo "== 1/4 synthetic shapes dataset -> $DATA"
 $BIN/python -m keras_retinanet.utils.synthetic "$DATA" --train 1024 --val 64 --size $SIZE --min-box 32 --max-box 64
 
 echo "== 2/4 retinanet-train, from scratch, $EPOCHS epochs -> $OUT/snapshots"
-# a 64-channel FPN and heads (the paper's 256 is ~8x slower on a CPU) and a short LR warmup
+# a 64-channel FPN and heads (the paper's 256 is ~8x slower on a CPU), a short LR warmup
 $BIN/retinanet-train --no-weights --backbone $BACKBONE --feature-size 64 --batch-size 8 \
     --lr 1e-3 --warmup-steps 64 --epochs "$EPOCHS" --steps 64 \
     --image-min-side $SIZE --image-max-side $SIZE \

@@ -111,8 +111,7 @@ def parse_args(args):
         type=int,
         default=0,
         help="raise the learning rate linearly from --lr/1000 to --lr over the first N steps "
-        "(default: 0, no warmup); avoids the early loss spike when training from scratch at a high --lr. "
-        "A --snapshot taken during the warmup continues it when given the same --lr",
+        "(default: 0, no warmup). A --snapshot taken during the warmup continues it when given the same --lr",
     )
     parser.add_argument(
         "--early-stopping-patience",

@@ -106,8 +106,7 @@ class LinearWarmup(keras.callbacks.Callback):
     Step ``i`` (0-based: the optimiser's iteration count) runs at ``learning_rate * factor(i)``
     with ``factor(i) = start_factor + (1 - start_factor) * (i + 1) / steps``: the last warmup
     step already runs at the full rate, and after it the callback never writes the rate
-    again (ReduceLROnPlateau owns it). From scratch at a high rate, the first Adam steps
-    otherwise blow the focal loss up for a few dozen steps.
+    again (ReduceLROnPlateau owns it).
 
     - A change made by another callback during the warmup (the rate is not the one this
       callback set) scales the rest of the ramp by the same ratio.

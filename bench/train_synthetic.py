@@ -69,6 +69,7 @@ def main(args=None):
         "--steps", str(args.steps),
         "--lr", str(args.lr),
         "--warmup-steps", str(args.warmup_steps),
+        "--feature-size", str(args.feature_size),
         "--reduce-lr-patience", str(args.reduce_lr_patience),
         "--image-min-side", str(args.size),
         "--image-max-side", str(args.size),
@@ -76,8 +77,6 @@ def main(args=None):
         "--tensorboard-dir", "",
         "--seed", str(args.seed),
     ]  # fmt: skip
-    if args.feature_size is not None:
-        command += ["--feature-size", str(args.feature_size)]
     if args.head_depth is not None:
         command += ["--head-depth", str(args.head_depth)]
     command += args.extra

@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
+
 DEFAULT_OUTPUT_DIR = "debug"
 WINDOW_NAME = "retinanet-debug"
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
@@ -62,25 +64,14 @@ def parse_args(args):
         description="Show a dataset as training sees it: annotations, positive anchors, augmentation; "
         "report boxes that no anchor matches.",
     )
-    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,coco,pascal}", help="dataset type")
-    subparsers.required = True
+    datasets = add_dataset_subparsers(parser)
+    for dataset_type, default_set in (("coco", "train2017"), ("pascal", "trainval")):
+        datasets[dataset_type].add_argument(
+            "--train-set", f"--{dataset_type}-set", dest="set_name", default=default_set,
+            help=f"set to show (default {default_set})",
+        )
 
-    csv_parser = subparsers.add_parser("csv", help="CSV files: path,x1,y1,x2,y2,class_name and class_name,id")
-    csv_parser.add_argument("annotations", help="CSV file with the annotations")
-    csv_parser.add_argument("classes", help="CSV file with the class names and ids")
-
-    coco = subparsers.add_parser("coco", help="MS COCO layout: annotations/instances_<set>.json, images/<set>/")
-    coco.add_argument("coco_path", help="path to the dataset folder (e.g. /data/coco)")
-    coco.add_argument("--train-set", "--coco-set", dest="set_name", default="train2017",
-                      help="set to show (default train2017)")
-
-    pascal = subparsers.add_parser("pascal", help="Pascal VOC layout: ImageSets/Main, JPEGImages, Annotations")
-    pascal.add_argument("pascal_path", help="path to the dataset folder (e.g. /data/VOC2007)")
-    pascal.add_argument("--train-set", "--pascal-set", dest="set_name", default="trainval",
-                        help="set to show (default trainval)")
-    pascal.add_argument("--image-extension", default=".jpg", help="image file extension (default .jpg)")
-
-    for sub_parser in (csv_parser, coco, pascal):
+    for sub_parser in datasets.values():
         _add_options(sub_parser, suppress=True)
     _add_options(parser, suppress=False)
     parsed = parser.parse_args(args)

@@ -15,7 +15,8 @@ import math
 import os
 import sys
 
-DATASET_TYPES = ("csv", "pascal", "coco")
+from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
+
 METRICS = ("voc", "coco", "all")
 DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
 DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
@@ -69,25 +70,14 @@ def parse_args(args):
     parser = argparse.ArgumentParser(
         prog="retinanet-evaluate", description="Evaluate a RetinaNet model: VOC mAP and COCO metrics."
     )
-    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,pascal,coco}", help="dataset type")
-    subparsers.required = True
-
-    csv_parser = subparsers.add_parser("csv", help="CSV annotations (path,x1,y1,x2,y2,class_name)")
-    csv_parser.add_argument("annotations", help="CSV file with the annotations to evaluate on")
-    csv_parser.add_argument("classes", help="CSV file with the class mapping (class_name,id)")
-
-    pascal_parser = subparsers.add_parser("pascal", help="Pascal VOC folder (e.g. VOCdevkit/VOC2007)")
-    pascal_parser.add_argument("pascal_path", help="dataset folder")
-    pascal_parser.add_argument("--set-name", default=DEFAULT_SET_NAME["pascal"], help="image set (default test)")
-    pascal_parser.add_argument("--image-extension", default=".jpg", help="image file extension (default .jpg)")
-
-    coco_parser = subparsers.add_parser("coco", help="COCO folder (annotations/instances_<set>.json, images/<set>/)")
-    coco_parser.add_argument("coco_path", help="dataset folder")
-    coco_parser.add_argument("--set-name", default=DEFAULT_SET_NAME["coco"], help="set name (default val2017)")
+    datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the annotations to evaluate on")
+    for dataset_type in ("pascal", "coco"):
+        default_set = DEFAULT_SET_NAME[dataset_type]
+        datasets[dataset_type].add_argument("--set-name", default=default_set, help=f"set name (default {default_set})")
 
     # the model comes after the dataset's positionals (fizyr's order); a positional of the
     # main parser would swallow options written after them
-    for sub_parser in (csv_parser, pascal_parser, coco_parser):
+    for sub_parser in datasets.values():
         sub_parser.add_argument("model", help="snapshot (.keras) to evaluate")
         _add_options(sub_parser, suppress=True)
     _add_options(parser, suppress=False)

@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-DATASET_TYPES = ("csv", "coco", "pascal")
+from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
+
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 
 
@@ -19,24 +20,15 @@ def parse_args(args):
         prog="retinanet-train",
         description="Train a RetinaNet detector on CSV, COCO or Pascal VOC data.",
     )
-    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,coco,pascal}")
-    subparsers.required = True
-
-    coco = subparsers.add_parser("coco", help="MS COCO layout: annotations/instances_<set>.json, images/<set>/")
-    coco.add_argument("coco_path", help="path to the dataset folder (e.g. /data/coco)")
-    coco.add_argument("--train-set", default="train2017", help="training set name (default: train2017)")
-    coco.add_argument("--val-set", default="val2017", help="validation set name (default: val2017)")
-
-    pascal = subparsers.add_parser("pascal", help="Pascal VOC layout: ImageSets/Main, JPEGImages, Annotations")
-    pascal.add_argument("pascal_path", help="path to the dataset folder (e.g. /data/VOC2007)")
-    pascal.add_argument("--image-extension", default=".jpg", help="image file extension (default: .jpg)")
-    pascal.add_argument("--train-set", default="trainval", help="training set name (default: trainval)")
-    pascal.add_argument("--val-set", default="test", help="validation set name (default: test)")
-
-    csv_parser = subparsers.add_parser("csv", help="CSV files: path,x1,y1,x2,y2,class_name and class_name,id")
-    csv_parser.add_argument("annotations", help="CSV file with the training annotations")
-    csv_parser.add_argument("classes", help="CSV file with the class names and ids")
-    csv_parser.add_argument("--val-annotations", help="CSV file with the validation annotations (optional)")
+    datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the training annotations")
+    for dataset_type, train_set, val_set in (("coco", "train2017", "val2017"), ("pascal", "trainval", "test")):
+        datasets[dataset_type].add_argument(
+            "--train-set", default=train_set, help=f"training set name (default: {train_set})"
+        )
+        datasets[dataset_type].add_argument(
+            "--val-set", default=val_set, help=f"validation set name (default: {val_set})"
+        )
+    datasets["csv"].add_argument("--val-annotations", help="CSV file with the validation annotations (optional)")
 
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--snapshot", help="resume training from this training snapshot (.keras)")

@@ -1,11 +1,34 @@
 """One generator for a tool's dataset sub-command: ``csv``, ``coco`` or ``pascal``.
 
 The command-line tools share the sub-commands (``csv ANNOTATIONS CLASSES``, ``coco PATH``,
-``pascal PATH``); ``generator_from_args`` builds the matching generator from the parsed
-arguments, so each tool only states the split and the generator options it wants.
+``pascal PATH``): ``add_dataset_subparsers`` declares them, ``generator_from_args`` builds
+the matching generator from the parsed arguments, so each tool only adds its set options
+and states the split and the generator options it wants.
 """
 
 DATASET_TYPES = ("csv", "coco", "pascal")
+
+
+def add_dataset_subparsers(parser, annotations_help="CSV file with the annotations"):
+    """Add the required ``csv`` / ``coco`` / ``pascal`` sub-commands (``args.dataset_type``).
+
+    Each gets its positionals (csv: ``annotations``, ``classes``; coco: ``coco_path``;
+    pascal: ``pascal_path``) and pascal its ``--image-extension``.
+
+    Returns:
+        {dataset type: sub-parser}, for the tool's own options (set names, ...).
+    """
+    subparsers = parser.add_subparsers(dest="dataset_type", metavar="{csv,coco,pascal}", help="dataset type")
+    subparsers.required = True
+    csv_parser = subparsers.add_parser("csv", help="CSV files: path,x1,y1,x2,y2,class_name and class_name,id")
+    csv_parser.add_argument("annotations", help=annotations_help)
+    csv_parser.add_argument("classes", help="CSV file with the class names and ids")
+    coco = subparsers.add_parser("coco", help="MS COCO layout: annotations/instances_<set>.json, images/<set>/")
+    coco.add_argument("coco_path", help="path to the dataset folder (e.g. /data/coco)")
+    pascal = subparsers.add_parser("pascal", help="Pascal VOC layout: ImageSets/Main, JPEGImages, Annotations")
+    pascal.add_argument("pascal_path", help="path to the dataset folder (e.g. /data/VOC2007)")
+    pascal.add_argument("--image-extension", default=".jpg", help="image file extension (default: .jpg)")
+    return {"csv": csv_parser, "coco": coco, "pascal": pascal}
 
 
 def generator_from_args(args, annotations=None, set_name=None, **kwargs):

@@ -17,7 +17,7 @@ import numpy as np
 from keras_retinanet.utils.eval import (
     DEFAULT_MAX_DETECTIONS,
     DEFAULT_SCORE_THRESHOLD,
-    _default_labels,
+    _labels_to_evaluate,
     _get_annotations,
     _get_detections,
     evaluated_labels,
@@ -111,13 +111,7 @@ def coco_metrics(all_detections, all_annotations, labels=None, verbose=False):
         {name: float} for COCO_METRIC_NAMES (AP, AP50, ..., ARl); COCOeval reports -1 for
         a figure with no ground truth in its area range.
     """
-    if len(all_detections) != len(all_annotations):
-        raise ValueError(
-            f"detections are given for {len(all_detections)} images but annotations for {len(all_annotations)}"
-        )
-    if labels is None:
-        labels = _default_labels(all_detections, all_annotations)
-    labels = [int(label) for label in labels]
+    labels = _labels_to_evaluate(all_detections, all_annotations, labels)
     images = [{"id": image_id} for image_id in range(len(all_annotations))]
     categories = [{"id": label, "name": str(label)} for label in labels]
     coco_true = _coco_object({

@@ -67,6 +67,17 @@ def _default_labels(all_detections, all_annotations):
     return list(range(max(lengths, default=0)))
 
 
+def _labels_to_evaluate(all_detections, all_annotations, labels):
+    """Check that both lists cover the same images; ``labels`` as ints (default: every label index)."""
+    if len(all_detections) != len(all_annotations):
+        raise ValueError(
+            f"detections are given for {len(all_detections)} images but annotations for {len(all_annotations)}"
+        )
+    if labels is None:
+        labels = _default_labels(all_detections, all_annotations)
+    return [int(label) for label in labels]
+
+
 def _flatten(per_image_lists, labels, min_columns, what):
     """Concatenate per-image, per-label arrays, grouped by image.
 
@@ -151,13 +162,7 @@ def precision_recall_curves(all_detections, all_annotations, iou_threshold=DEFAU
     Returns:
         {label: PrecisionRecallCurve}.
     """
-    if len(all_detections) != len(all_annotations):
-        raise ValueError(
-            f"detections are given for {len(all_detections)} images but annotations for {len(all_annotations)}"
-        )
-    if labels is None:
-        labels = _default_labels(all_detections, all_annotations)
-    labels = [int(label) for label in labels]
+    labels = _labels_to_evaluate(all_detections, all_annotations, labels)
     num_images = len(all_annotations)
 
     detections, det_labels, det_images = _flatten(all_detections, labels, 5, "all_detections")

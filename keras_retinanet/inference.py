@@ -58,7 +58,8 @@ class ModelLoadError(ValueError):
     """A model file cannot be used for detection (missing, unreadable, wrong kind)."""
 
 
-def _first_line(error):
+def first_line(error):
+    """The first line of an exception's message (its type name if the message is empty)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -111,7 +112,7 @@ class SavedModelRunner:
         try:
             loaded = tf.saved_model.load(os.fspath(path))
         except (OSError, ValueError) as error:
-            raise ModelLoadError(f"cannot load SavedModel {path}: {_first_line(error)}") from None
+            raise ModelLoadError(f"cannot load SavedModel {path}: {first_line(error)}") from None
         missing = [name for name in SERVING_SIGNATURES.values() if name not in loaded.signatures]
         if missing:
             raise ModelLoadError(
@@ -154,7 +155,7 @@ class TFLiteRunner:
         try:
             interpreter = _tflite_interpreter(path, num_threads)
         except (ValueError, RuntimeError) as error:
-            raise ModelLoadError(f"cannot load TFLite model {path}: {_first_line(error)}") from None
+            raise ModelLoadError(f"cannot load TFLite model {path}: {first_line(error)}") from None
         try:
             self.runner = interpreter.get_signature_runner()
         except ValueError as error:
@@ -209,7 +210,7 @@ class OnnxRunner:
                 os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"cannot load ONNX model {path}: {_first_line(error)}") from None
+            raise ModelLoadError(f"cannot load ONNX model {path}: {first_line(error)}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= outputs:
@@ -475,7 +476,7 @@ def load_inference_model(
     try:
         model = models.load_model(path, backbone_name=backbone)
     except Exception as error:  # keras raises many kinds for a file that is not a model
-        raise ModelLoadError(f"cannot load model {path}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load model {path}: {first_line(error)}") from None
     outputs = list(model.output_names)
     is_training = "regression" in outputs and "classification" in outputs
     if training is True and not is_training:

@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from keras_retinanet.bin import ToolError, first_line
+
 FORMAT_HELP = """formats:
   .keras        Keras inference model: takes preprocessed, resized images (B, H, W, 3)
                 float32, returns [boxes, scores, labels] in the input's pixels.
@@ -30,10 +32,6 @@ FORMAT_HELP = """formats:
                 any image size and batch; --input-dtype uint8|float32.
 Every format keeps NMS and the score threshold in the graph; outputs are padded with -1
 up to --max-detections."""
-
-
-class ToolError(Exception):
-    """A problem with the tool's input, reported as one line and exit status 1."""
 
 
 def parse_args(args):
@@ -134,7 +132,7 @@ def convert(args, format):
     except ModelLoadError as error:
         raise ToolError(str(error)) from None
     except (ValueError, KeyError) as error:  # config file or anchor parameters that do not fit the model
-        raise ToolError(f"cannot convert {args.model_in}: {str(error).splitlines()[0]}") from None
+        raise ToolError(f"cannot convert {args.model_in}: {first_line(error)}") from None
 
     graph_options = {
         "image_min_side": args.image_min_side,

@@ -16,16 +16,13 @@ import argparse
 import os
 import sys
 
+from keras_retinanet.bin import ToolError, first_line
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 DEFAULT_OUTPUT_DIR = "debug"
 WINDOW_NAME = "retinanet-debug"
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 PREVIOUS_KEYS = (ord("p"), ord("b"))
-
-
-class ToolError(Exception):
-    """A problem with the tool's input, reported as one line and exit status 1."""
 
 
 def _add_options(parser, suppress):
@@ -122,7 +119,7 @@ def create_generator(args):
     try:
         return generator_from_args(args, **common)
     except (ValueError, OSError, KeyError) as error:
-        raise ToolError(str(error).strip().splitlines()[0]) from None
+        raise ToolError(first_line(error)) from None
 
 
 def _label_to_name(generator):
@@ -207,7 +204,7 @@ def main(args=None):
             else:
                 run_gui(args, generator, summary)
         except (OSError, ValueError) as error:  # an image that cannot be read, a bad annotation
-            raise ToolError(str(error).strip().splitlines()[0]) from None
+            raise ToolError(first_line(error)) from None
     except ToolError as error:
         print(f"retinanet-debug: error: {error}", file=sys.stderr)
         return 1

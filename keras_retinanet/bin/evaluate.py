@@ -15,16 +15,13 @@ import math
 import os
 import sys
 
+from keras_retinanet.bin import ToolError
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 METRICS = ("voc", "coco", "all")
 DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
 DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
 MAX_MESSAGE_LENGTH = 200  # longer library messages are cut to their first sentence
-
-
-class ToolError(Exception):
-    """A problem with the tool's input, reported as one line and exit status 1."""
 
 
 def _add_options(parser, suppress):
@@ -158,7 +155,11 @@ def load_inference_model(args):
 
     anchor_params = pyramid_levels = None
     if args.config:
-        from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+        from keras_retinanet.utils.config import (
+            parse_anchor_parameters,
+            parse_pyramid_levels,
+            read_config_file,
+        )
 
         try:
             config = read_config_file(args.config)

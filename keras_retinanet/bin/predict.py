@@ -21,6 +21,8 @@ import json
 import os
 import sys
 
+from keras_retinanet.bin import ToolError, first_line
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")  # fmt: skip
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -29,10 +31,6 @@ DEFAULT_IMAGE_MIN_SIDE = 800
 DEFAULT_IMAGE_MAX_SIDE = 1333
 VIDEO_CODEC = "mp4v"
 DEFAULT_FPS = 25.0
-
-
-class ToolError(Exception):
-    """A problem with the tool's input, reported as one line and exit status 1."""
 
 
 def parse_args(args):
@@ -363,7 +361,7 @@ def load(args):
     except ModelLoadError as error:
         raise ToolError(str(error)) from None
     except ValueError as error:  # unknown backbone, config that does not fit the model
-        raise ToolError(str(error).splitlines()[0]) from None
+        raise ToolError(first_line(error)) from None
 
 
 def main(args=None):
@@ -385,7 +383,7 @@ def main(args=None):
         try:
             run(args, detector, images, videos, outputs)
         except (OSError, ValueError) as error:  # an image that passed the header check but not decoding
-            raise ToolError(str(error).splitlines()[0]) from None
+            raise ToolError(first_line(error)) from None
         finally:
             outputs.close()
     except ToolError as error:

@@ -1,5 +1,13 @@
-"""RetinaNet object detection for Keras 3 on TensorFlow."""
+"""RetinaNet object detection for Keras 3 on TensorFlow.
+
+Importing the package is light: it does not import TensorFlow. The custom layers, losses
+and initializers are registered with Keras when a model is built or loaded through the
+package (``keras_retinanet.models``, ``keras_retinanet.inference``), or right away when
+Keras is already imported, so that ``keras.models.load_model`` opens this package's
+``.keras`` files with no ``custom_objects``.
+"""
 import os
+import sys
 
 __version__ = "2.0.0.dev0"
 
@@ -7,6 +15,11 @@ __version__ = "2.0.0.dev0"
 # users; errors still show. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Importing the package registers every custom layer, loss and initializer with Keras, so
-# `keras.models.load_model(path)` opens snapshots and inference models with no custom_objects.
-from keras_retinanet import initializers, layers, losses  # noqa: E402,F401
+
+def register_custom_objects():
+    """Register every custom layer, loss and initializer (and the model class) with Keras."""
+    from keras_retinanet import models  # noqa: F401  (importing registers them)
+
+
+if "keras" in sys.modules:  # Keras (and TensorFlow) are loaded already: registering costs nothing
+    register_custom_objects()

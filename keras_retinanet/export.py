@@ -20,12 +20,17 @@ What each format can hold:
   will see (e.g. a camera's resolution) and still resizes to min/max side inside.
 - ONNX (through tf2onnx, the optional ``onnx`` extra): any image size and batch size.
 
-Every format keeps NMS (``layers.FilterDetections``) inside the graph.
+Every format keeps NMS (``layers.FilterDetections``) inside the graph, and carries the
+model's detector spec (``keras_retinanet.spec``) with the export settings added:
+SavedModel in ``assets.extra/detector_spec.json``, TFLite as flatbuffer metadata, ONNX in
+``metadata_props`` (``read_export_spec`` reads any of them).
 """
 import contextlib
 import os
 import tempfile
 
+from . import constants
+from .spec import METADATA_KEY, SAVED_MODEL_SPEC_PATH, DetectorSpec, ExportSpec
 from .utils.image import CAFFE_BGR_MEAN, PREPROCESS_MODES
 
 # TensorFlow and Keras are imported where used, so that the command-line tools can read
@@ -38,10 +43,10 @@ CHANNEL_ORDERS = ("bgr", "rgb")
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 SERVING_SIGNATURES = {"uint8": "serving_default", "float32": "serving_float32"}
 INPUT_NAME = "images"
-DEFAULT_IMAGE_MIN_SIDE = 800
-DEFAULT_IMAGE_MAX_SIDE = 1333
+DEFAULT_IMAGE_MIN_SIDE = constants.DEFAULT_IMAGE_MIN_SIDE
+DEFAULT_IMAGE_MAX_SIDE = constants.DEFAULT_IMAGE_MAX_SIDE
 DEFAULT_ONNX_OPSET = 17
-PADDING_VALUE = -1
+PADDING_VALUE = constants.PADDING_VALUE
 TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"  # environment variable read by tf2onnx
 
 
@@ -200,7 +205,7 @@ def _archive(model, endpoints):
     return archive
 
 
-def export_saved_model(model, path, preprocess_mode, **graph_options):
+def export_saved_model(model, path, preprocess_mode, spec=None, **graph_options):
     """Write a SavedModel directory with the end-to-end graph (any image size and batch).
 
     Signatures ``serving_default`` (uint8 images) and ``serving_float32`` (float32
@@ -211,6 +216,8 @@ def export_saved_model(model, path, preprocess_mode, **graph_options):
         model: inference model.
         path: output directory.
         preprocess_mode: the backbone's preprocessing mode.
+        spec: ``DetectorSpec`` to write into ``assets.extra/detector_spec.json`` (with the
+            export settings added), or None.
         **graph_options: ``detection_graph`` options (image_min_side, image_max_side,
             no_resize, channel_order).
     """
@@ -222,9 +229,15 @@ def export_saved_model(model, path, preprocess_mode, **graph_options):
         for dtype, name in SERVING_SIGNATURES.items()
     }
     _archive(model, endpoints).write_out(os.fspath(path), verbose=False)
+    if spec is not None:
+        spec = export_spec(spec, "saved_model", preprocess_mode, None, None, **graph_options)
+        spec_path = os.path.join(os.fspath(path), SAVED_MODEL_SPEC_PATH)
+        os.makedirs(os.path.dirname(spec_path), exist_ok=True)
+        with open(spec_path, "w", encoding="utf-8") as file:
+            file.write(spec.to_json())
 
 
-def export_tflite(model, path, preprocess_mode, input_size, input_dtype="uint8", **graph_options):
+def export_tflite(model, path, preprocess_mode, input_size, input_dtype="uint8", spec=None, **graph_options):
     """Write a TFLite model of the end-to-end graph for images of one size.
 
     TFLite allocates tensors for a fixed shape, so the model takes ``images`` of shape
@@ -236,6 +249,8 @@ def export_tflite(model, path, preprocess_mode, input_size, input_dtype="uint8",
     Args:
         input_size: (H, W) of the images the model will take.
         input_dtype: 'uint8' or 'float32' images.
+        spec: ``DetectorSpec`` to embed as the metadata entry ``keras_retinanet.detector_spec``
+            (with the export settings added), or None.
 
     Returns:
         True if the model needs TensorFlow (Flex) ops, False if it is builtins only.
@@ -249,18 +264,51 @@ def export_tflite(model, path, preprocess_mode, input_size, input_dtype="uint8",
     if height < 1 or width < 1:
         raise ExportError(f"input size must be positive, got {height} x {width}")
     detect = detection_graph(model, preprocess_mode, **graph_options)
-    spec = tf.TensorSpec((1, height, width, 3), getattr(tf, input_dtype), name=INPUT_NAME)
+    input_spec = tf.TensorSpec((1, height, width, 3), getattr(tf, input_dtype), name=INPUT_NAME)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        _archive(model, {"serving_default": (detect, [spec])}).write_out(saved_model_dir, verbose=False)
+        _archive(model, {"serving_default": (detect, [input_spec])}).write_out(saved_model_dir, verbose=False)
         needs_flex = False
         try:
             data = _tflite_convert(saved_model_dir, flex=False)
         except Exception:  # the converter raises ConverterError for ops outside the builtins
             needs_flex = True
             data = _tflite_convert(saved_model_dir, flex=True)
+    if spec is not None:
+        spec = export_spec(spec, "tflite", preprocess_mode, input_dtype, (height, width), **graph_options)
+        data = _tflite_with_metadata(data, METADATA_KEY, spec.to_json().encode("utf-8"))
     with open(path, "wb") as file:
         file.write(data)
     return needs_flex
+
+
+def _tflite_with_metadata(data, name, value):
+    """TFLite flatbuffer bytes with a metadata entry ``name`` holding ``value`` (bytes)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    buffer = schema.BufferT()
+    buffer.data = list(value)
+    model.buffers = list(model.buffers or []) + [buffer]
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode("utf-8") != name] + [entry]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _tflite_metadata(path, name):
+    """The bytes of metadata entry ``name`` of a TFLite file, or None."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as file:
+        data = bytearray(file.read())
+    model = schema.Model.GetRootAsModel(data, 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name().decode("utf-8") == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
 
 
 def _tflite_convert(saved_model_dir, flex):
@@ -274,11 +322,14 @@ def _tflite_convert(saved_model_dir, flex):
     return converter.convert()
 
 
-def export_onnx(model, path, preprocess_mode, input_dtype="uint8", opset=DEFAULT_ONNX_OPSET, **graph_options):
+def export_onnx(
+    model, path, preprocess_mode, input_dtype="uint8", opset=DEFAULT_ONNX_OPSET, spec=None, **graph_options
+):
     """Write an ONNX model of the end-to-end graph (any image size and batch), via tf2onnx.
 
     Input ``images`` (B, H, W, 3) of ``input_dtype``; outputs ``boxes``, ``scores``,
-    ``labels`` (see ``detection_graph``).
+    ``labels`` (see ``detection_graph``). ``spec`` (with the export settings added) goes
+    into the model's ``metadata_props`` as ``keras_retinanet.detector_spec``.
 
     Raises:
         ExportError: tf2onnx is not installed.
@@ -297,13 +348,19 @@ def export_onnx(model, path, preprocess_mode, input_dtype="uint8", opset=DEFAULT
     function = tf.function(detect, input_signature=signature)
 
     def convert():
-        tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+        return tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)[0]
 
     try:
         with _tf2onnx_without_graph_copies():
-            convert()
+            proto = convert()
     except Exception:  # an optimiser failed: convert again, letting tf2onnx skip what fails
-        convert()
+        proto = convert()
+    if spec is not None:
+        spec = export_spec(spec, "onnx", preprocess_mode, input_dtype, None, **graph_options)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, spec.to_json()
+    with open(os.fspath(path), "wb") as file:
+        file.write(proto.SerializeToString())
 
 
 @contextlib.contextmanager
@@ -332,6 +389,7 @@ def export_model(
     input_size=None,
     input_dtype="uint8",
     opset=DEFAULT_ONNX_OPSET,
+    spec=None,
     **graph_options,
 ):
     """Write an inference model in the format of ``path``'s suffix (or ``format``).
@@ -344,20 +402,77 @@ def export_model(
         input_size: (H, W), TFLite only (required there).
         input_dtype: 'uint8' or 'float32', TFLite and ONNX (SavedModel has both).
         opset: ONNX opset.
+        spec: ``DetectorSpec`` the file carries (default: the model's own ``spec``).
         **graph_options: ``detection_graph`` options.
 
     Returns:
         The format written.
     """
     format = format_from_path(path, format)
+    if spec is None:
+        spec = getattr(model, "spec", None)
     if format == "keras":
         if not os.fspath(path).endswith(".keras"):
             raise ExportError(f"a Keras model file must end with .keras, got {path}")
+        if spec is not None and getattr(model, "spec", None) != spec:
+            model.spec = spec
         model.save(os.fspath(path))
     elif format == "saved_model":
-        export_saved_model(model, path, preprocess_mode, **graph_options)
+        export_saved_model(model, path, preprocess_mode, spec=spec, **graph_options)
     elif format == "tflite":
-        export_tflite(model, path, preprocess_mode, input_size, input_dtype=input_dtype, **graph_options)
+        export_tflite(model, path, preprocess_mode, input_size, input_dtype=input_dtype, spec=spec, **graph_options)
     else:
-        export_onnx(model, path, preprocess_mode, input_dtype=input_dtype, opset=opset, **graph_options)
+        export_onnx(model, path, preprocess_mode, input_dtype=input_dtype, opset=opset, spec=spec, **graph_options)
     return format
+
+
+def export_spec(
+    spec,
+    format,
+    preprocess_mode,
+    input_dtype,
+    input_size,
+    image_min_side=DEFAULT_IMAGE_MIN_SIDE,
+    image_max_side=DEFAULT_IMAGE_MAX_SIDE,
+    no_resize=False,
+    channel_order="bgr",
+):
+    """The spec of an exported graph: ``spec`` with the graph's preprocessing, sizes and input."""
+    return spec.replace(
+        preprocess_mode=preprocess_mode,
+        image_min_side=int(image_min_side),
+        image_max_side=int(image_max_side),
+        no_resize=bool(no_resize),
+        export=ExportSpec(format, channel_order, input_dtype, input_size),
+    )
+
+
+def read_export_spec(path, format=None):
+    """The detector spec an exported model carries (None if it has none).
+
+    Args:
+        path: SavedModel directory, ``.tflite`` or ``.onnx`` file.
+        format: its format (default: from the path).
+
+    Raises:
+        SpecError: the spec is malformed or too new.
+    """
+    format = format_from_path(path, format)
+    path = os.fspath(path)
+    text = None
+    if format == "saved_model":
+        spec_path = os.path.join(path, SAVED_MODEL_SPEC_PATH)
+        if os.path.isfile(spec_path):
+            with open(spec_path, encoding="utf-8") as file:
+                text = file.read()
+    elif format == "tflite":
+        data = _tflite_metadata(path, METADATA_KEY)
+        text = None if data is None else data.decode("utf-8")
+    elif format == "onnx":
+        import onnx
+
+        proto = onnx.load(path, load_external_data=False)
+        text = next((entry.value for entry in proto.metadata_props if entry.key == METADATA_KEY), None)
+    else:
+        raise ExportError(f"read_export_spec reads exported models, not {format!r} files")
+    return None if text is None else DetectorSpec.from_json(text)

@@ -2,30 +2,49 @@
 
     from keras_retinanet.inference import load_detector
 
-    detector = load_detector("snapshots/resnet50_csv_10.keras", backbone="resnet50")
+    detector = load_detector("snapshots/resnet50_csv_10.keras")
     detections = detector.predict("image.jpg")   # or a BGR uint8 array, or a list
     detections.boxes, detections.scores, detections.labels
+    detector.class_names, detector.spec           # what the model's detector spec records
 
 ``load_detector`` takes a training snapshot (converted to an inference model on the fly),
 an inference model (``.keras``), or an exported model (SavedModel directory, ``.tflite``,
-``.onnx``; see ``keras_retinanet.export``). The Keras path preprocesses for the backbone,
-resizes with ``utils.image.resize_image`` and scales the boxes back; exported graphs do
-the same inside. Images of the same size are batched together.
+``.onnx``; see ``keras_retinanet.export``), and reads the model's detector spec
+(``keras_retinanet.spec``): backbone preprocessing, anchors, image sizes and class names
+come from the model, not from the caller.
 
-``Detector.predict_tiled`` runs a large image (aerial imagery, microscopy) as
-overlapping tiles and merges their detections with class-wise NMS.
+This module is the one path from an image to detections. Every user of a model goes
+through ``Detector.predict_batch``: ``utils.eval.evaluate`` and the evaluation callbacks
+(with ``as_detector`` around a bare inference model and its generator),
+``retinanet-predict`` (plain and tiled) and ``retinanet-evaluate``. For a Keras model the
+steps are: preprocess for the backbone -> resize (``utils.image.resize_image``) -> zero-pad
+a batch -> the inference model -> boxes divided by the resize scale. Exported graphs do
+the same inside (``export.detection_graph``).
+
+Box conventions: a detection box is what the model returns, in the original image's
+pixels. Only boxes of an image that was zero-padded in a batch are clipped to that image
+(they could otherwise reach into the padding), so that a batch gives what one image at a
+time gives. ``Detector(clip_boxes=True)`` (the default, what ``retinanet-predict`` writes)
+also clips every box to its image, as torchvision does; evaluation does not, as fizyr's
+evaluate and the Pascal VOC devkit do not.
 """
 import dataclasses
+import functools
 import os
+import time
 import warnings
 
 import cv2
 import numpy as np
 
-from .export import INPUT_NAME, OUTPUT_NAMES, PADDING_VALUE, SERVING_SIGNATURES, format_from_path
-from .utils.image import read_image_bgr, resize_image
+from . import constants
+from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # noqa: F401 (public names)
+from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, format_from_path
+from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
+from .utils.image import preprocess_image, read_image_bgr, resize_image
 
-DEFAULT_SCORE_THRESHOLD = 0.05
+DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
+PADDING_VALUE = constants.PADDING_VALUE
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_MERGE_NMS_THRESHOLD = 0.5
 
@@ -54,49 +73,93 @@ class Detections:
         return iter((self.boxes, self.scores, self.labels))
 
 
-class ModelLoadError(ValueError):
-    """A model file cannot be used for detection (missing, unreadable, wrong kind)."""
-
-
-def first_line(error):
-    """The first line of an exception's message (its type name if the message is empty)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 # ------------------------------------------------------------------------------- runners
-# A runner maps a batch of same-size original images (B, H, W, 3) uint8 BGR to padded
-# detections (boxes (B, D, 4) in those images' pixels, scores (B, D), labels (B, D)).
+# A runner maps a batch of original images (B, H, W, 3) uint8 BGR to padded detections:
+# boxes (B, D, 4) in those images' pixels, scores (B, D), labels (B, D). ``mixed_sizes``:
+# whether the images of one call may differ in size; ``max_batch_size``: None or a limit.
+
+
+def _model_outputs(outputs):
+    """(boxes (B, D, 4), scores (B, D), labels (B, D)) numpy arrays from predict_on_batch."""
+    if not isinstance(outputs, (list, tuple)) or len(outputs) < 3:
+        found = f"{len(outputs)} outputs" if isinstance(outputs, (list, tuple)) else "a single output"
+        raise ValueError(
+            "the model must be an inference model returning [boxes, scores, labels] "
+            f"(found {found}); convert a training model with keras_retinanet.models.convert_model"
+        )
+    boxes, scores, labels = (np.asarray(output) for output in outputs[:3])
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or labels.shape != boxes.shape[:2]:
+        raise ValueError(
+            "the model must return boxes (B, D, 4), scores (B, D) and labels (B, D); got shapes "
+            f"{boxes.shape}, {scores.shape}, {labels.shape} (is it a training model? convert it first)"
+        )
+    return boxes, scores, labels
+
+
+def pad_batch(images):
+    """Stack (H_i, W_i, C) images into (B, max H, max W, C) float32, zero padded bottom-right."""
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    batch = np.zeros((len(images), height, width, images[0].shape[2]), dtype=np.float32)
+    for index, image in enumerate(images):
+        batch[index, : image.shape[0], : image.shape[1]] = image
+    return batch
 
 
 class KerasRunner:
-    """Keras inference model: preprocess, resize (``utils.image.resize_image``), scale back.
+    """A Keras inference model: preprocess, resize, pad a batch, run, scale the boxes back.
 
     Args:
-        model: inference model (preprocessed images -> [boxes, scores, labels, ...]).
+        model: inference model (preprocessed images -> [boxes, scores, labels, ...]), or
+            anything with such a ``predict_on_batch``.
         preprocess_image: f(BGR image) -> float32 image (``Backbone.preprocess_image``).
         image_min_side, image_max_side: resize bounds; no_resize: keep the image size.
+        resize_image: f(image) -> (resized image, scale), instead of the bounds (e.g. a
+            generator's ``resize_image``).
     """
 
     max_batch_size = None
+    mixed_sizes = True
 
-    def __init__(self, model, preprocess_image, image_min_side=800, image_max_side=1333, no_resize=False):
+    def __init__(
+        self,
+        model,
+        preprocess_image,
+        image_min_side=constants.DEFAULT_IMAGE_MIN_SIDE,
+        image_max_side=constants.DEFAULT_IMAGE_MAX_SIDE,
+        no_resize=False,
+        resize_image=None,
+    ):
         self.model = model
         self.preprocess_image = preprocess_image
         self.image_min_side = image_min_side
         self.image_max_side = image_max_side
         self.no_resize = no_resize
+        self._resize = resize_image
+
+    def resize(self, image):
+        """(resized image, scale) of a preprocessed image."""
+        if self._resize is not None:
+            return self._resize(image)
+        if self.no_resize:
+            return image, 1.0
+        return resize_image(image, min_side=self.image_min_side, max_side=self.image_max_side)
 
     def __call__(self, images):
-        inputs, scale = [], 1.0
+        inputs, scales = [], []
         for image in images:
-            image = self.preprocess_image(image)
-            if not self.no_resize:
-                image, scale = resize_image(image, min_side=self.image_min_side, max_side=self.image_max_side)
-            inputs.append(image)
-        boxes, scores, labels = (np.asarray(o) for o in self.model.predict_on_batch(np.stack(inputs))[:3])
-        height, width = images.shape[1:3]
-        boxes = np.clip(boxes / scale, 0, [width, height, width, height])
+            resized, scale = self.resize(self.preprocess_image(image))
+            inputs.append(resized)
+            scales.append(float(scale))
+        batch = pad_batch(inputs)
+        boxes, scores, labels = _model_outputs(self.model.predict_on_batch(batch))
+        boxes = np.array(boxes, dtype=np.float32)
+        for index, image in enumerate(inputs):
+            height, width = image.shape[:2]
+            if (height, width) != batch.shape[1:3]:  # padded: keep its boxes out of the padding
+                np.clip(boxes[index], 0, [width, height, width, height], out=boxes[index])
+            valid = scores[index] > PADDING_VALUE
+            boxes[index][valid] /= scales[index]
         return boxes, scores, labels
 
 
@@ -104,6 +167,7 @@ class SavedModelRunner:
     """SavedModel written by ``export.export_saved_model`` (any size, any batch)."""
 
     max_batch_size = None
+    mixed_sizes = False
 
     def __init__(self, path):
         import tensorflow as tf
@@ -122,7 +186,7 @@ class SavedModelRunner:
         self.signature = loaded.signatures[SERVING_SIGNATURES["uint8"]]
 
     def __call__(self, images):
-        outputs = self.signature(**{INPUT_NAME: self._tf.constant(images)})
+        outputs = self.signature(**{INPUT_NAME: self._tf.constant(np.stack(images))})
         return tuple(outputs[name].numpy() for name in OUTPUT_NAMES)
 
 
@@ -142,7 +206,7 @@ class TFLiteRunner:
     """TFLite model written by ``export.export_tflite``: fixed input size, batch 1.
 
     Images of another size are resized to fit the input size (aspect ratio kept) and
-    padded at the bottom and right; boxes are scaled back to the image.
+    padded at the bottom and right; boxes are scaled back and kept out of the padding.
 
     Args:
         path: ``.tflite`` file.
@@ -150,6 +214,7 @@ class TFLiteRunner:
     """
 
     max_batch_size = 1
+    mixed_sizes = False
 
     def __init__(self, path, num_threads=None):
         try:
@@ -179,7 +244,9 @@ class TFLiteRunner:
             image[: resized.shape[0], : resized.shape[1]] = resized
         outputs = self.runner(**{INPUT_NAME: image[None].astype(self.input_dtype)})
         boxes, scores, labels = (outputs[name] for name in OUTPUT_NAMES)
-        boxes = np.clip(boxes / scale, 0, [width, height, width, height])
+        if scale != 1.0:  # letterboxed: scale back, keep the boxes out of the padding
+            valid = scores > PADDING_VALUE
+            boxes = np.where(valid[..., None], np.clip(boxes / scale, 0, [width, height, width, height]), boxes)
         return boxes, scores, labels
 
 
@@ -192,6 +259,7 @@ class OnnxRunner:
     """
 
     max_batch_size = None
+    mixed_sizes = False
     LOG_SEVERITY_ERROR = 3
 
     def __init__(self, path, num_threads=None):
@@ -218,7 +286,8 @@ class OnnxRunner:
         self.input_dtype = np.uint8 if inputs[INPUT_NAME].type == "tensor(uint8)" else np.float32
 
     def __call__(self, images):
-        outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.astype(self.input_dtype)})
+        batch = np.stack(images).astype(self.input_dtype)
+        outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return tuple(outputs)
 
 
@@ -237,14 +306,26 @@ def _as_image(image):
     return image
 
 
-def _select(boxes, scores, labels, score_threshold, max_detections):
-    """Detections of one image above the threshold (padding dropped), best first."""
+def select_detections(boxes, scores, labels, score_threshold=DEFAULT_SCORE_THRESHOLD, max_detections=None):
+    """One image's detections scoring above the threshold (padding dropped), best first.
+
+    Args:
+        boxes: (D, 4); scores: (D,) (padding has score -1); labels: (D,).
+        score_threshold: keep scores > this.
+        max_detections: keep at most this many (None: all).
+
+    Returns:
+        ``Detections``; equal scores keep the model's order.
+    """
+    scores = np.asarray(scores)
     keep = np.flatnonzero((scores > score_threshold) & (scores > PADDING_VALUE))
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     if max_detections is not None:
         keep = keep[:max_detections]
     return Detections(
-        boxes[keep].astype(np.float32), scores[keep].astype(np.float32), labels[keep].astype(np.int32)
+        np.asarray(boxes)[keep].astype(np.float32),
+        scores[keep].astype(np.float32),
+        np.asarray(labels)[keep].astype(np.int32),
     )
 
 
@@ -310,37 +391,95 @@ class Detector:
         runner: one of the runners above (``load_detector`` picks it).
         score_threshold: keep detections scoring higher.
         max_detections: keep at most this many per image (None: all the model returns).
-        batch_size: images per model call (images of the same size only).
+        batch_size: images per model call in ``predict`` / ``predict_iter`` / tiles.
+        spec: the model's ``DetectorSpec`` (None if it has none).
+        clip_boxes: clip every box to its image (see the module docstring).
+        notes: what loading resolved that the user should hear (values from the spec that
+            a caller's value replaced, defaults assumed), one line each.
+
+    Attributes:
+        last_inference_seconds: time spent in the model by the last ``predict_batch``.
     """
 
-    def __init__(self, runner, score_threshold=DEFAULT_SCORE_THRESHOLD, max_detections=None, batch_size=1):
+    def __init__(
+        self,
+        runner,
+        score_threshold=DEFAULT_SCORE_THRESHOLD,
+        max_detections=None,
+        batch_size=1,
+        spec=None,
+        clip_boxes=True,
+        notes=(),
+    ):
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.runner = runner
         self.score_threshold = score_threshold
         self.max_detections = max_detections
         self.batch_size = batch_size
+        self.spec = spec
+        self.clip_boxes = clip_boxes
+        self.notes = tuple(notes)
+        self.last_inference_seconds = 0.0
+
+    @property
+    def class_names(self):
+        """Class names by label, from the model's spec (None if it does not record them)."""
+        return None if self.spec is None else self.spec.class_names
+
+    def label_to_name(self, label):
+        """The class name of a label (the label as a string when unknown)."""
+        return str(int(label)) if self.spec is None else self.spec.label_to_name(label)
 
     @property
     def effective_batch_size(self):
         limit = getattr(self.runner, "max_batch_size", None)
         return self.batch_size if limit is None else min(self.batch_size, limit)
 
-    def predict_batch(self, images):
-        """Detections of images that all have the same size, in one model call.
+    def _chunks(self, images):
+        """Runner calls for ``images``: one if the runner takes mixed sizes, else same-size runs."""
+        limit = getattr(self.runner, "max_batch_size", None) or len(images)
+        mixed = getattr(self.runner, "mixed_sizes", False)
+        chunk = []
+        for index, image in enumerate(images):
+            if chunk and (len(chunk) == limit or (not mixed and image.shape != images[chunk[0]].shape)):
+                yield chunk
+                chunk = []
+            chunk.append(index)
+        if chunk:
+            yield chunk
+
+    def predict_batch(self, images, score_threshold=None, max_detections=None, clip_boxes=None):
+        """Detections of several images, in as few model calls as the runner allows.
 
         Args:
-            images: (B, H, W, 3) uint8 BGR array or a list of same-size images.
+            images: list of paths or (H, W, 3) uint8 BGR arrays (any sizes), or a
+                (B, H, W, 3) array.
+            score_threshold, max_detections, clip_boxes: override the detector's settings.
 
         Returns:
-            list of B ``Detections``.
+            list of ``Detections``, one per image, in order.
         """
-        images = np.stack([_as_image(image) for image in images])
-        boxes, scores, labels = self.runner(images)
-        return [
-            _select(boxes[i], scores[i], labels[i], self.score_threshold, self.max_detections)
-            for i in range(len(images))
-        ]
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        max_detections = self.max_detections if max_detections is None else max_detections
+        clip_boxes = self.clip_boxes if clip_boxes is None else clip_boxes
+        images = [_as_image(image) for image in images]
+        results = [None] * len(images)
+        seconds = 0.0
+        for chunk in self._chunks(images):
+            start = time.perf_counter()
+            boxes, scores, labels = self.runner([images[i] for i in chunk])
+            seconds += time.perf_counter() - start
+            for position, index in enumerate(chunk):
+                detections = select_detections(
+                    boxes[position], scores[position], labels[position], score_threshold, max_detections
+                )
+                if clip_boxes and len(detections):
+                    height, width = images[index].shape[:2]
+                    np.clip(detections.boxes, 0, [width, height, width, height], out=detections.boxes)
+                results[index] = detections
+        self.last_inference_seconds = seconds
+        return results
 
     def predict(self, images):
         """Detections of one image or of several.
@@ -414,30 +553,148 @@ class Detector:
         )
 
 
+def as_detector(model, generator=None, batch_size=1):
+    """A ``Detector`` for ``model``: itself if it is one, else a Keras inference model run the generator's way.
+
+    Args:
+        model: a ``Detector``, or an inference model (anything with ``predict_on_batch``
+            returning [boxes, scores, labels] for preprocessed, resized images).
+        generator: for a bare model, where preprocessing and resizing come from
+            (``generator.preprocess_image`` and ``generator.resize_image``, fizyr's contract).
+        batch_size: images per model call.
+    """
+    if isinstance(model, Detector):
+        return model
+    if generator is None:
+        raise ValueError("a bare inference model needs the generator whose preprocessing and resizing it uses")
+    runner = KerasRunner(model, generator.preprocess_image, resize_image=generator.resize_image)
+    from .models.retinanet_model import model_spec
+
+    return Detector(runner, batch_size=batch_size, spec=model_spec(model), clip_boxes=False)
+
+
 # ------------------------------------------------------------------------------- loading
 
 
 def anchor_settings(config):
     """(anchor_params or None, pyramid_levels or None) of a config file path or parser."""
-    if config is None:
-        return None, None
-    from .utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+    from .utils.config import anchor_settings as read
 
-    if isinstance(config, (str, os.PathLike)):
-        config = read_config_file(config)
-    anchor_params = parse_anchor_parameters(config) if "anchor_parameters" in config else None
-    pyramid_levels = parse_pyramid_levels(config) if "pyramid_levels" in config else None
-    return anchor_params, pyramid_levels
+    return read(config)
 
 
-def _import_custom_objects():
-    # registers the package's layers, losses and initializers for keras.models.load_model
-    from . import initializers, layers, losses  # noqa: F401
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A ``.keras`` file opened for inference.
+
+    model: the inference model (a training model converted); converted: whether it was a
+    training model; recipe: the resolved ``spec.Recipe`` (spec and notes for the user).
+    """
+
+    model: object
+    converted: bool
+    recipe: object
+
+    @property
+    def spec(self):
+        return self.recipe.spec
+
+
+def recipe_from_config(config):
+    """{'anchors': AnchorSpec, 'pyramid_levels': tuple} of what a config file sets (``spec.resolve_recipe``'s ``given``).
+
+    Args:
+        config: None, a config.ini path or a parser from ``utils.config.read_config_file``.
+    """
+    anchor_params, pyramid_levels = anchor_settings(config)
+    given = {}
+    if anchor_params is not None:
+        given["anchors"] = AnchorSpec.from_parameters(anchor_params)
+    if pyramid_levels is not None:
+        given["pyramid_levels"] = tuple(pyramid_levels)
+    return given
+
+
+def _complete_preprocessing(spec):
+    """The spec with the preprocessing mode of its backbone filled in (unknown backbone: ValueError)."""
+    from . import models
+
+    backbone = models.backbone(spec.backbone)  # ValueError listing the known names
+    if spec.preprocess_mode is None:
+        spec = spec.replace(preprocess_mode=backbone.preprocess_mode)
+    return spec
+
+
+def open_keras_model(
+    path,
+    given=None,
+    training=None,
+    flag_names=None,
+    nms=True,
+    class_specific_filter=True,
+    fold_batch_norm=True,
+    **filter_options,
+):
+    """Load a ``.keras`` file for inference, resolving its recipe against the caller's values.
+
+    Args:
+        path: ``.keras`` file (training or inference model).
+        given: {field: value} the caller gives (``spec.resolve_recipe``): backbone,
+            anchors, pyramid_levels, class_names, image_min_side, image_max_side, no_resize.
+        training: True: must be a training model; False: must be an inference model;
+            None: either.
+        flag_names: how messages name the caller's values (e.g. {'backbone': '--backbone'}).
+        nms, class_specific_filter, fold_batch_norm, **filter_options: ``models.convert_model``
+            options for a training model (nms_threshold, score_threshold, max_detections, ...).
+
+    Returns:
+        ``LoadedModel``.
+
+    Raises:
+        ModelLoadError: missing or unreadable file, a model of the wrong kind.
+        SpecConflictError: a given value contradicts the model's spec.
+    """
+    from . import models
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        model = models.load_model(path)
+    except Exception as error:  # keras raises many kinds for a file that is not a model
+        raise ModelLoadError(f"cannot load model {path}: {first_line(error)}") from None
+    outputs = list(model.output_names)
+    is_training = models.is_training_model(model)
+    if training is True and not is_training:
+        raise ModelLoadError(
+            f"{path} is not a training model (outputs {outputs}): it is probably an inference model already"
+        )
+    if training is False and is_training:
+        raise ModelLoadError(f"{path} is a training model (outputs {outputs}); an inference model was expected")
+    if not is_training and len(model.outputs) < 3:
+        raise ModelLoadError(f"{path} is not a RetinaNet model (outputs {outputs})")
+
+    given = dict(given or {})
+    needed = FIXED_FIELDS + RESIZE_FIELDS
+    if not is_training:  # anchors and levels are in the graph: checked if given, never assumed
+        needed = tuple(f for f in needed if f not in ("anchors", "pyramid_levels") or given.get(f) is not None)
+    recipe = resolve_recipe(models.model_spec(model), given, needed=needed, source=path, flag_names=flag_names)
+    spec = _complete_preprocessing(recipe.spec)
+    recipe = dataclasses.replace(recipe, spec=spec)
+    if not is_training:
+        model = models.with_spec(model, spec)
+        return LoadedModel(model, False, recipe)
+    model.spec = spec
+    converted = models.convert_model(
+        model, nms=nms, class_specific_filter=class_specific_filter, anchor_params=spec.anchor_params,
+        pyramid_levels=spec.pyramid_levels, fold_batch_norm=fold_batch_norm, **filter_options,
+    )  # fmt: skip
+    return LoadedModel(converted, True, dataclasses.replace(recipe, spec=converted.spec))
 
 
 def load_inference_model(
     path,
-    backbone="resnet50",
+    backbone=None,
     training=None,
     config=None,
     nms=True,
@@ -447,13 +704,16 @@ def load_inference_model(
 ):
     """Load a ``.keras`` model as an inference model, converting a training model.
 
+    The model's detector spec gives its backbone, anchors and pyramid levels; ``backbone``
+    and ``config`` are only needed for a model without one, and must agree with it.
+
     Args:
         path: ``.keras`` file.
-        backbone: backbone name (checked).
+        backbone: backbone name (checked against the spec).
         training: True: must be a training model (converted); False: must be an
             inference model; None: either.
         config: config file (path or parser) with the anchor parameters / pyramid
-            levels used for training (training models only).
+            levels used for training.
         nms, class_specific_filter, **filter_options: ``models.convert_model`` options
             (nms_threshold, score_threshold, max_detections, ...).
         fold_batch_norm: fold the backbone's batch normalisation into its convolutions
@@ -461,72 +721,102 @@ def load_inference_model(
             the training model).
 
     Returns:
-        (inference model, was_converted).
+        (inference model with ``.spec``, was_converted).
 
     Raises:
         ModelLoadError: missing or unreadable file, or a model of the wrong kind.
+        SpecConflictError: backbone or config contradicts the model's spec.
     """
-    from . import models
-
-    _import_custom_objects()
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelLoadError(f"model file not found: {path}")
-    models.backbone(backbone)
-    try:
-        model = models.load_model(path, backbone_name=backbone)
-    except Exception as error:  # keras raises many kinds for a file that is not a model
-        raise ModelLoadError(f"cannot load model {path}: {first_line(error)}") from None
-    outputs = list(model.output_names)
-    is_training = "regression" in outputs and "classification" in outputs
-    if training is True and not is_training:
-        raise ModelLoadError(
-            f"{path} is not a training model (outputs {outputs}): it is probably an inference model already"
-        )
-    if training is False and is_training:
-        raise ModelLoadError(f"{path} is a training model (outputs {outputs}); an inference model was expected")
-    if not is_training:
-        if len(model.outputs) < 3:
-            raise ModelLoadError(f"{path} is not a RetinaNet model (outputs {outputs})")
-        return model, False
-    anchor_params, pyramid_levels = anchor_settings(config)
-    if pyramid_levels is not None:
-        filter_options["pyramid_levels"] = pyramid_levels
-    converted = models.convert_model(
-        model, nms=nms, class_specific_filter=class_specific_filter, anchor_params=anchor_params,
+    given = dict(recipe_from_config(config), backbone=backbone)
+    loaded = open_keras_model(
+        path, given, training=training, nms=nms, class_specific_filter=class_specific_filter,
         fold_batch_norm=fold_batch_norm, **filter_options,
     )  # fmt: skip
-    return converted, True
+    return loaded.model, loaded.converted
+
+
+def _filter_notes(spec, score_threshold, max_detections, source):
+    """Notes for thresholds asked below what an inference graph already filtered out."""
+    notes = []
+    saved = spec.filter
+    if saved is None:
+        return notes
+    if score_threshold is not None and score_threshold < saved.score_threshold:
+        notes.append(
+            f"score threshold: {source} keeps only detections scoring above {saved.score_threshold:g} "
+            f"(saved in its graph); {score_threshold:g} asked"
+        )
+    if max_detections is not None and max_detections > saved.max_detections:
+        notes.append(
+            f"max detections: {source} returns at most {saved.max_detections} per image (saved in its graph); "
+            f"{max_detections} asked"
+        )
+    return notes
+
+
+def _exported_recipe(path, given, flag_names):
+    """(spec, notes) of an exported graph: its preprocessing and sizes are fixed inside it."""
+    try:
+        saved = read_spec(path)
+    except SpecError:
+        raise
+    except Exception as error:  # the metadata readers raise their libraries' own errors
+        raise ModelLoadError(f"cannot read the detector spec of {path}: {first_line(error)}") from None
+    if saved is None:  # exported before the detector spec existed: the graph still knows what it does
+        ignored = sorted(
+            (flag_names or {}).get(field, field) for field in ("backbone",) + RESIZE_FIELDS if given.get(field) is not None
+        )
+        notes = [f"{path} preprocesses and resizes inside its graph: {', '.join(ignored)} not used"] if ignored else []
+        return DetectorSpec(class_names=given.get("class_names")), notes
+    recipe = resolve_recipe(
+        saved, given, needed=("backbone", "class_names") + RESIZE_FIELDS, fixed=FIXED_FIELDS + RESIZE_FIELDS,
+        source=f"{path} (an exported graph)", flag_names=flag_names,
+    )  # fmt: skip
+    return recipe.spec, list(recipe.notes)
 
 
 def load_detector(
     path,
-    backbone="resnet50",
+    backbone=None,
     config=None,
-    image_min_side=800,
-    image_max_side=1333,
-    no_resize=False,
+    image_min_side=None,
+    image_max_side=None,
+    no_resize=None,
     score_threshold=DEFAULT_SCORE_THRESHOLD,
     max_detections=None,
     batch_size=1,
+    class_names=None,
+    flag_names=None,
+    clip_boxes=True,
     **convert_options,
 ):
-    """A ``Detector`` for a model file of any supported format.
+    """A ``Detector`` for a model file of any supported format, configured by its detector spec.
+
+    Everything the model's spec records (backbone and preprocessing, anchors, pyramid
+    levels, image sizes, classes) comes from the model. The arguments are for models
+    without a spec, and must agree with a spec where the value cannot change after
+    training (backbone, config, class_names; for exported graphs also the image sizes);
+    image sizes given for a Keras model replace the saved ones (see ``Detector.notes``).
 
     Args:
         path: training or inference model (``.keras``), SavedModel directory,
             ``.tflite`` or ``.onnx`` file (exported by ``retinanet-convert-model``).
-        backbone: backbone of a ``.keras`` model (its preprocessing); exported graphs
-            preprocess inside.
+        backbone: backbone name.
         config: config file of a training model (anchor parameters, pyramid levels).
-        image_min_side, image_max_side, no_resize: resize settings of a ``.keras``
-            model (exported graphs carry their own).
-        score_threshold, max_detections, batch_size: see ``Detector``.
+        image_min_side, image_max_side, no_resize: resize settings.
+        score_threshold, max_detections, batch_size, clip_boxes: see ``Detector``.
+        class_names: class names by label (e.g. from a classes CSV).
+        flag_names: how notes and errors name these arguments (the tools pass their flags).
         **convert_options: ``models.convert_model`` options for a training model
             (nms, class_specific_filter, nms_threshold, max_detections (in the graph)...).
 
+    Returns:
+        ``Detector`` with ``.spec``, ``.class_names`` and ``.notes``.
+
     Raises:
         ModelLoadError: the file is missing, unreadable or not a RetinaNet model.
+        SpecConflictError: an argument contradicts the model's spec.
+        SpecError: the model's spec is malformed.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -537,21 +827,34 @@ def load_detector(
         raise ModelLoadError(str(error)) from None
     if format == "saved_model" and not os.path.isdir(path):
         raise ModelLoadError(f"{path} is neither a model file (.keras, .tflite, .onnx) nor a SavedModel directory")
+    given = dict(
+        recipe_from_config(config), backbone=backbone, class_names=class_names,
+        image_min_side=image_min_side, image_max_side=image_max_side, no_resize=no_resize,
+    )  # fmt: skip
     if format == "keras":
-        from . import models
-
         convert_options.setdefault("score_threshold", min(score_threshold, DEFAULT_SCORE_THRESHOLD))
-        model, _ = load_inference_model(path, backbone=backbone, config=config, **convert_options)
+        loaded = open_keras_model(path, given, flag_names=flag_names, **convert_options)
+        spec = loaded.spec
         runner = KerasRunner(
-            model, models.backbone(backbone).preprocess_image, image_min_side, image_max_side, no_resize
-        )
-    elif format == "saved_model":
-        runner = SavedModelRunner(path)
-    elif format == "tflite":
-        runner = TFLiteRunner(path)
+            loaded.model, functools.partial(preprocess_image, mode=spec.preprocess_mode),
+            spec.image_min_side, spec.image_max_side, spec.no_resize,
+        )  # fmt: skip
+        notes = list(loaded.recipe.notes)
+        if not loaded.converted:
+            notes += _filter_notes(spec, score_threshold, max_detections, path)
     else:
-        runner = OnnxRunner(path)
-    return Detector(runner, score_threshold=score_threshold, max_detections=max_detections, batch_size=batch_size)
+        if format == "saved_model":
+            runner = SavedModelRunner(path)
+        elif format == "tflite":
+            runner = TFLiteRunner(path)
+        else:
+            runner = OnnxRunner(path)
+        spec, notes = _exported_recipe(path, given, flag_names)
+        notes += _filter_notes(spec, score_threshold, max_detections, path)
+    return Detector(
+        runner, score_threshold=score_threshold, max_detections=max_detections, batch_size=batch_size,
+        spec=spec, clip_boxes=clip_boxes, notes=notes,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- output formats

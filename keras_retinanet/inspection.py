@@ -1,7 +1,8 @@
 """What ``retinanet-debug`` shows: a dataset's images as training sees them, with their anchors.
 
-For each image, ``inspect_image`` runs the training generator's steps (drop invalid boxes,
-visual effect and transform when the generator augments, resize) and the anchor
+For each image, ``inspect_image`` runs the training generator's per-image step
+(``Generator.load_training_image``: drop invalid boxes, visual effect and transform when
+the generator augments, resize) and the anchor
 assignment of training (``utils.anchors.anchor_assignment`` on the anchors of the padded
 input). A ground-truth box that gets no positive anchor (IoU >= 0.5 with none) adds
 nothing to the loss: the model cannot learn it. Too many of those, e.g. objects smaller
@@ -65,16 +66,10 @@ def inspect_image(generator, index):
     Returns:
         ``ImageInspection``.
     """
-    image_group = [generator.load_image(index)]
-    annotations_group = generator.load_annotations_group([index])
-    count = len(annotations_group[0]["bboxes"])
-    image_group, annotations_group = generator.filter_annotations(image_group, annotations_group, [index])
-    dropped = count - len(annotations_group[0]["bboxes"])
-    image_group, annotations_group = generator.random_visual_effect_group(image_group, annotations_group)
-    image_group, annotations_group = generator.random_transform_group(image_group, annotations_group)
-    image, scale = generator.resize_image(image_group[0])
-    boxes = np.asarray(annotations_group[0]["bboxes"], dtype=np.float64).reshape(-1, 4) * scale
-    labels = np.asarray(annotations_group[0]["labels"]).reshape(-1).astype(np.int64)
+    entry = generator.load_training_image(index, preprocess=False)
+    image, scale, dropped = entry.image, entry.scale, entry.dropped
+    boxes = np.asarray(entry.annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(entry.annotations["labels"]).reshape(-1).astype(np.int64)
 
     anchors = generator.generate_anchors(generator.padded_shape([image.shape]))
     positive, matched, _ = anchor_assignment(anchors, image.shape, boxes)

@@ -15,9 +15,11 @@ of one device on the same batch.
 import keras
 import tensorflow as tf
 
-IGNORE_STATE = -1.0
-NEGATIVE_STATE = 0.0
-POSITIVE_STATE = 1.0
+from .constants import ANCHOR_IGNORE, ANCHOR_NEGATIVE, ANCHOR_POSITIVE
+
+IGNORE_STATE = float(ANCHOR_IGNORE)
+NEGATIVE_STATE = float(ANCHOR_NEGATIVE)
+POSITIVE_STATE = float(ANCHOR_POSITIVE)
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logarithms.
 EPSILON = 1e-7

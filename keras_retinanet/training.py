@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_retinanet import losses, models
+from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
 from keras_retinanet.callbacks.training import (
     EpochSummary,
     LinearWarmup,
@@ -22,8 +23,9 @@ from keras_retinanet.callbacks.training import (
 from keras_retinanet.models.retinanet import retinanet_bbox
 from keras_retinanet.preprocessing.datasets import DATASET_TYPES, generator_from_args
 from keras_retinanet.preprocessing.pipeline import build_dataset
+from keras_retinanet.spec import AnchorSpec, check_class_names, class_names_of, read_spec, resolve_recipe
 from keras_retinanet.utils.anchors import AnchorParameters
-from keras_retinanet.utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+from keras_retinanet.utils.config import anchor_settings, read_config_file
 from keras_retinanet.utils.image import random_visual_effect_generator
 from keras_retinanet.utils.transform import random_transform_generator
 
@@ -64,14 +66,61 @@ def create_strategy(name="auto", multi_gpu=0):
 
 
 def _anchor_config(config):
-    anchor_params = AnchorParameters.default
-    pyramid_levels = None
-    if config is not None:
-        if "anchor_parameters" in config:
-            anchor_params = parse_anchor_parameters(config)
-        if "pyramid_levels" in config:
-            pyramid_levels = parse_pyramid_levels(config)
-    return anchor_params, pyramid_levels
+    """(anchor parameters (default: the package's), pyramid levels or None) of a parsed config."""
+    anchor_params, pyramid_levels = anchor_settings(config)
+    return anchor_params or AnchorParameters.default, pyramid_levels
+
+
+# How retinanet-train names its recipe flags in notes and errors.
+TRAIN_FLAGS = {
+    "backbone": "--backbone",
+    "anchors": "--config",
+    "pyramid_levels": "--config",
+    "class_names": "the training set's classes",
+    "image_min_side": "--image-min-side",
+    "image_max_side": "--image-max-side",
+    "no_resize": "--no-resize",
+}
+
+
+def training_recipe(args):
+    """The recipe of a run: the flags, checked against the spec of ``--snapshot`` when resuming.
+
+    Resuming, the snapshot's backbone, anchors and pyramid levels are used and a flag that
+    contradicts them is an error; image sizes given differently are used, with a note.
+    A new model takes the flags, with the package defaults for what they leave out.
+
+    Returns:
+        ``spec.Recipe`` (spec with backbone, preprocess_mode, anchors, pyramid_levels and
+        image sizes; notes to print).
+    """
+    anchor_params, pyramid_levels = anchor_settings(getattr(args, "config_parsed", None))
+    given = {
+        "backbone": args.backbone,
+        "anchors": None if anchor_params is None else AnchorSpec.from_parameters(anchor_params),
+        "pyramid_levels": pyramid_levels,
+        "image_min_side": args.image_min_side,
+        "image_max_side": args.image_max_side,
+        "no_resize": args.no_resize,
+    }
+    saved = None
+    if args.snapshot:
+        try:
+            saved = read_spec(args.snapshot)
+        except (ModelLoadError, SpecError) as error:
+            raise SetupError(f"cannot read snapshot {args.snapshot}: {error}") from None
+    needed = ("backbone", "anchors", "pyramid_levels", "image_min_side", "image_max_side", "no_resize")
+    try:
+        recipe = resolve_recipe(saved, given, needed=needed, source=args.snapshot or "the new model", flag_names=TRAIN_FLAGS)
+    except SpecConflictError as error:
+        raise SetupError(str(error)) from None
+    if not args.snapshot:  # a new model: the defaults are the recipe, not a guess about a file
+        recipe = type(recipe)(recipe.spec)
+    backbone = models.backbone(recipe.spec.backbone)
+    spec = recipe.spec
+    if spec.preprocess_mode is None:
+        spec = spec.replace(preprocess_mode=backbone.preprocess_mode)
+    return type(recipe)(spec, recipe.notes)
 
 
 def random_augmentation(prng=None):
@@ -106,20 +155,28 @@ def random_augmentation(prng=None):
     return transform_generator, visual_effect_generator
 
 
-def create_generators(args, preprocess_image):
+def create_generators(args, preprocess_image, spec=None):
     """Training and validation generators for ``args.dataset_type`` (validation may be None).
 
     The training generator augments when ``args.random_transform`` is set (affine
     transforms and colour changes), else only flips horizontally half of the time.
+
+    Args:
+        args: parsed retinanet-train arguments.
+        preprocess_image: the backbone's ``preprocess_image``.
+        spec: ``DetectorSpec`` with the anchors, pyramid levels and image sizes of the run
+            (``training_recipe``); default: ``args``.
     """
     common = {
         "batch_size": args.batch_size,
-        "config": args.config_parsed,
-        "image_min_side": args.image_min_side,
-        "image_max_side": args.image_max_side,
-        "no_resize": args.no_resize,
+        "config": getattr(args, "config_parsed", None),
+        "image_min_side": args.image_min_side if spec is None else spec.image_min_side,
+        "image_max_side": args.image_max_side if spec is None else spec.image_max_side,
+        "no_resize": bool(args.no_resize if spec is None else spec.no_resize),
         "preprocess_image": preprocess_image,
     }
+    if spec is not None:
+        common.update(anchor_params=spec.anchor_params, pyramid_levels=spec.pyramid_levels)
     if args.random_transform:
         transform_generator, visual_effect_generator = random_augmentation()
     else:
@@ -157,6 +214,7 @@ def create_models(
     freeze_bn=True,
     feature_size=None,
     submodel_depth=None,
+    spec=None,
 ):
     """Build and compile the training model and its inference twin (fizyr's signature).
 
@@ -175,13 +233,18 @@ def create_models(
             ``TRAINABLE_BN_MOMENTUM``.
         feature_size: channels of the FPN and of the heads' hidden layers (None: 256).
         submodel_depth: hidden conv layers of each head (None: 4).
+        spec: ``DetectorSpec`` of the run (classes, image sizes, ...), saved in the models.
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
     """
     anchor_params, pyramid_levels = _anchor_config(config)
+    if spec is not None and spec.anchors is not None:
+        anchor_params = spec.anchor_params
+    if spec is not None and spec.pyramid_levels is not None:
+        pyramid_levels = list(spec.pyramid_levels)
     kwargs = {
-        "num_anchors": anchor_params.num_anchors(),
+        "anchor_params": anchor_params,
         "weights": backbone_weights,
         "freeze_bn": freeze_bn,
         "freeze_backbone": freeze_backbone,
@@ -192,6 +255,8 @@ def create_models(
         kwargs["feature_size"] = feature_size
     if submodel_depth is not None:
         kwargs["submodel_depth"] = submodel_depth
+    if spec is not None:
+        kwargs["spec"] = spec
     model = backbone_retinanet(num_classes, **kwargs)
     if not freeze_bn:
         for layer in model.layers:
@@ -276,7 +341,7 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
     return callbacks, snapshot, nan_guard, summary
 
 
-def _load_snapshot(path, backbone_name):
+def _load_snapshot(path, backbone_name=None):
     try:
         model = models.load_model(path, backbone_name=backbone_name)
     except Exception as error:  # noqa: BLE001 - any failure to read is reported with the path
@@ -301,6 +366,11 @@ def prepare(args):
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     args.config_parsed = read_config_file(args.config) if args.config else None
+    recipe = training_recipe(args)
+    spec = recipe.spec
+    args.backbone = spec.backbone  # names the snapshots
+    for note in recipe.notes:
+        print(f"retinanet-train: note: {note}", file=sys.stderr)
     backbone = models.backbone(args.backbone)
     strategy = create_strategy(args.strategy, args.multi_gpu)
     replicas = strategy.num_replicas_in_sync
@@ -309,19 +379,34 @@ def prepare(args):
             f"--batch-size ({args.batch_size}) must be a multiple of the number of replicas ({replicas})"
         )
 
-    train_generator, validation_generator = create_generators(args, backbone.preprocess_image)
+    train_generator, validation_generator = create_generators(args, backbone.preprocess_image, spec)
     if train_generator.size() == 0:
         raise SetupError("the training set has no images")
     if validation_generator is not None and validation_generator.size() == 0:
         validation_generator = None
+    class_names = class_names_of(train_generator)
 
     initial_epoch = args.initial_epoch or 0
     with strategy.scope():
         if args.snapshot:
-            model = _load_snapshot(args.snapshot, args.backbone)
+            model = _load_snapshot(args.snapshot)
+            saved = models.model_spec(model)
+            try:
+                check_class_names(saved, class_names, source=args.snapshot, what="the training set's classes")
+            except SpecConflictError as error:
+                raise SetupError(str(error)) from None
+            if saved is None and model.output_shape[1][-1] != train_generator.num_classes():
+                raise SetupError(
+                    f"snapshot {args.snapshot} predicts {model.output_shape[1][-1]} classes, the training set "
+                    f"has {train_generator.num_classes()}"
+                )
+            if saved is not None:  # the snapshots of this run record its image sizes
+                run_spec = saved.merged(spec)
+                model.spec = run_spec if run_spec.class_names else run_spec.replace(class_names=class_names)
             training_model = model
-            anchor_params, pyramid_levels = _anchor_config(args.config_parsed)
-            prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
+            prediction_model = retinanet_bbox(
+                model=model, anchor_params=spec.anchor_params, pyramid_levels=spec.pyramid_levels
+            )
             if args.initial_epoch is None:
                 initial_epoch = epoch_from_snapshot(args.snapshot) or 0
         else:
@@ -341,6 +426,7 @@ def prepare(args):
                     freeze_bn=freeze_bn,
                     feature_size=args.feature_size,
                     submodel_depth=args.head_depth,
+                    spec=spec.replace(class_names=class_names),
                 )
             except Exception as error:  # noqa: BLE001 - e.g. no network for the ImageNet download
                 if backbone_weights != "imagenet":

@@ -2,20 +2,34 @@
 
     retinanet-convert-model snapshots/resnet50_csv_10.keras model.keras
     retinanet-convert-model snapshots/resnet50_csv_10.keras exported/retinanet      # SavedModel
-    retinanet-convert-model snap.keras model.tflite --backbone mobilenet224_1.0 --input-size 480 640
+    retinanet-convert-model snap.keras model.tflite --input-size 480 640
     retinanet-convert-model snap.keras model.onnx --image-min-side 600 --image-max-side 1000
 
 The format follows MODEL_OUT's suffix (or --format). ``.keras`` is the inference model
 (preprocessed, resized images in; boxes in its input's pixels). SavedModel, TFLite and
 ONNX hold an end-to-end graph: original BGR images in (uint8 or float32), backbone
-preprocessing and resize to --image-min-side/--image-max-side inside, NMS inside, boxes
-out in the original image's pixels. See ``keras_retinanet.export``.
+preprocessing and resize inside, NMS inside, boxes out in the original image's pixels.
+See ``keras_retinanet.export``. The snapshot's detector spec gives the backbone, anchors
+and image sizes; the output carries the spec on, with the filter settings.
 """
-import argparse
 import os
 import sys
 
-from keras_retinanet.bin import ToolError, first_line
+from keras_retinanet import constants
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
+
+PROG = "retinanet-convert-model"
+EXAMPLES = """
+retinanet-convert-model snapshots/resnet50_csv_10.keras model.keras
+retinanet-convert-model snapshots/resnet50_csv_10.keras exported_model
+retinanet-convert-model snapshots/resnet50_csv_10.keras model.tflite --input-size 480 640
+retinanet-convert-model snapshots/resnet50_csv_10.keras model.onnx --score-threshold 0.3
+"""
+FILTER_DEFAULTS = {
+    "nms_threshold": constants.DEFAULT_NMS_THRESHOLD,
+    "score_threshold": constants.DEFAULT_SCORE_THRESHOLD,
+    "max_detections": constants.DEFAULT_MAX_DETECTIONS,
+}
 
 FORMAT_HELP = """formats:
   .keras        Keras inference model: takes preprocessed, resized images (B, H, W, 3)
@@ -31,43 +45,52 @@ FORMAT_HELP = """formats:
   .onnx         ONNX (needs the optional tf2onnx: pip install 'keras-retinanet[onnx]'):
                 any image size and batch; --input-dtype uint8|float32.
 Every format keeps NMS and the score threshold in the graph; outputs are padded with -1
-up to --max-detections."""
+up to --max-detections. Every format carries the model's detector spec (backbone,
+classes, anchors, sizes, filter settings), which retinanet-predict, retinanet-evaluate
+and keras_retinanet.inference.load_detector read: --backbone and --config are only for
+snapshots without one."""
 
 
 def parse_args(args):
     """Parse the command line (a list of strings)."""
     from keras_retinanet.export import CHANNEL_ORDERS, DEFAULT_ONNX_OPSET, FORMATS, INPUT_DTYPES
 
-    parser = argparse.ArgumentParser(
-        prog="retinanet-convert-model",
-        description="Convert a training snapshot into an inference model (.keras) or an exported "
+    parser = new_parser(
+        PROG,
+        "Convert a training snapshot into an inference model (.keras) or an exported "
         "end-to-end graph (SavedModel, TFLite, ONNX) with NMS inside.",
-        epilog=FORMAT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EXAMPLES,
+        FORMAT_HELP,
     )
-    parser.add_argument("model_in", help="training snapshot (.keras) written by retinanet-train")
+    parser.add_argument("model_in", help="training snapshot (.keras) written by retinanet-train (or an inference "
+                                         "model, for the exported formats)")
     parser.add_argument("model_out", help="output: .keras, .tflite, .onnx, or a directory name (SavedModel)")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from MODEL_OUT's suffix)")
-    parser.add_argument("--backbone", default="resnet50",
-                        help="backbone of the model: sets the exported graph's preprocessing (default resnet50)")
+    parser.add_argument("--backbone",
+                        help="backbone of a snapshot without a detector spec: sets the exported graph's "
+                             "preprocessing (default: the spec's, else resnet50)")
     parser.add_argument("--no-nms", dest="nms", action="store_false", help="no non-maximum suppression")
     parser.add_argument("--no-class-specific-filter", dest="class_specific_filter", action="store_false",
                         help="keep only each anchor's best class; class-agnostic NMS")
     parser.add_argument("--no-fold-batch-norm", dest="fold_batch_norm", action="store_false",
                         help="keep the backbone's batch normalisation layers (by default they are folded into "
                              "the convolutions: same detections, faster)")
-    parser.add_argument("--config", help="config .ini with the anchor parameters / pyramid levels of training")
-    parser.add_argument("--nms-threshold", type=float, default=0.5,
-                        help="IoU above which NMS drops the lower-scoring box (default 0.5)")
-    parser.add_argument("--score-threshold", type=float, default=0.05,
-                        help="drop detections scoring at most this (default 0.05)")
-    parser.add_argument("--max-detections", type=int, default=300, help="detections per image (default 300)")
-    graph = parser.add_argument_group("exported graphs (SavedModel, TFLite, ONNX)")
-    graph.add_argument("--image-min-side", type=int, default=800,
-                       help="resize images so the smallest side is this long (default 800)")
-    graph.add_argument("--image-max-side", type=int, default=1333,
-                       help="... unless the largest side then exceeds this (default 1333)")
-    graph.add_argument("--no-resize", action="store_true", help="run on images at their size")
+    parser.add_argument("--config", help="config .ini with the anchor parameters / pyramid levels of a snapshot "
+                                         "without a detector spec")
+    parser.add_argument("--nms-threshold", type=float,
+                        help=f"IoU above which NMS drops the lower-scoring box (default {constants.DEFAULT_NMS_THRESHOLD})")
+    parser.add_argument("--score-threshold", type=float,
+                        help=f"drop detections scoring at most this (default {constants.DEFAULT_SCORE_THRESHOLD})")
+    parser.add_argument("--max-detections", type=int,
+                        help=f"detections per image (default {constants.DEFAULT_MAX_DETECTIONS})")
+    graph = parser.add_argument_group("image sizes (the inference model's spec; inside the exported graphs)")
+    graph.add_argument("--image-min-side", type=int,
+                       help="resize images so the smallest side is this long (default: the snapshot's, else "
+                            f"{constants.DEFAULT_IMAGE_MIN_SIDE})")
+    graph.add_argument("--image-max-side", type=int,
+                       help="... unless the largest side then exceeds this (default: the snapshot's, else "
+                            f"{constants.DEFAULT_IMAGE_MAX_SIDE})")
+    graph.add_argument("--no-resize", action="store_true", default=None, help="run on images at their size")
     graph.add_argument("--input-channels", choices=CHANNEL_ORDERS, default="bgr",
                        help="channel order of the input images (default bgr, as cv2.imread)")
     graph.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8",
@@ -77,12 +100,15 @@ def parse_args(args):
     graph.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET,
                        help=f"ONNX opset (default {DEFAULT_ONNX_OPSET})")
     parsed = parser.parse_args(args)
-    if parsed.max_detections < 1:
+    if parsed.max_detections is not None and parsed.max_detections < 1:
         parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
-    if not 0 < parsed.nms_threshold <= 1:
+    if parsed.nms_threshold is not None and not 0 < parsed.nms_threshold <= 1:
         parser.error(f"--nms-threshold must be in (0, 1], got {parsed.nms_threshold}")
-    if not 0 < parsed.image_min_side <= parsed.image_max_side:
-        parser.error("--image-min-side must be > 0 and <= --image-max-side")
+    for flag in ("image_min_side", "image_max_side"):
+        if getattr(parsed, flag) is not None and getattr(parsed, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(parsed, flag)}")
+    if None not in (parsed.image_min_side, parsed.image_max_side) and parsed.image_min_side > parsed.image_max_side:
+        parser.error("--image-min-side must be <= --image-max-side")
     if parsed.input_size is not None and min(parsed.input_size) < 1:
         parser.error(f"--input-size must be positive, got {parsed.input_size}")
     return parsed
@@ -92,6 +118,8 @@ def check_inputs(args, format):
     """Raise ToolError for inputs that cannot work, before loading anything heavy."""
     if not os.path.isfile(args.model_in):
         raise ToolError(f"model file not found: {args.model_in}")
+    if os.path.exists(args.model_out) and os.path.samefile(args.model_in, args.model_out):
+        raise ToolError(f"{args.model_out} is the input model: write the converted model to another path")
     if args.config and not os.path.isfile(args.config):
         raise ToolError(f"config file not found: {args.config}")
     if format == "tflite" and args.input_size is None:
@@ -108,56 +136,65 @@ def check_inputs(args, format):
 
 
 def convert(args, format):
-    """Load, convert and write the model; returns a one-line description of the output."""
-    from keras_retinanet import export, models
-    from keras_retinanet.inference import ModelLoadError, load_inference_model
+    """Load, convert and write the model; returns (one-line description of the output, notes)."""
+    from keras_retinanet import export
+    from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+    from keras_retinanet.inference import recipe_from_config, open_keras_model
 
+    filter_flags = {name: getattr(args, name) for name in FILTER_DEFAULTS if getattr(args, name) is not None}
+    if not args.nms:
+        filter_flags["nms"] = False
+    if not args.class_specific_filter:
+        filter_flags["class_specific_filter"] = False
     try:
-        backbone = models.backbone(args.backbone)
-    except ValueError as error:
-        raise ToolError(str(error)) from None
-    try:
-        model, _ = load_inference_model(
-            args.model_in,
-            backbone=args.backbone,
-            training=True,
-            config=args.config,
-            nms=args.nms,
-            class_specific_filter=args.class_specific_filter,
-            fold_batch_norm=args.fold_batch_norm,
-            nms_threshold=args.nms_threshold,
-            score_threshold=args.score_threshold,
-            max_detections=args.max_detections,
+        given = dict(
+            recipe_from_config(args.config), backbone=args.backbone, image_min_side=args.image_min_side,
+            image_max_side=args.image_max_side, no_resize=args.no_resize,
+        )  # fmt: skip
+        options = dict(FILTER_DEFAULTS, **filter_flags)
+        loaded = open_keras_model(
+            args.model_in, given, flag_names=RECIPE_FLAGS, fold_batch_norm=args.fold_batch_norm, **options
         )
-    except ModelLoadError as error:
+    except (ModelLoadError, SpecConflictError, SpecError) as error:
         raise ToolError(str(error)) from None
     except (ValueError, KeyError) as error:  # config file or anchor parameters that do not fit the model
         raise ToolError(f"cannot convert {args.model_in}: {first_line(error)}") from None
-
+    if not loaded.converted:
+        if format == "keras":
+            raise ToolError(f"{args.model_in} is an inference model already: nothing to convert to .keras")
+        if filter_flags:
+            flags = ", ".join("--" + name.replace("_", "-") for name in filter_flags)
+            raise ToolError(
+                f"{args.model_in} is an inference model: its filter settings are fixed in it ({flags} given); "
+                "convert its training snapshot instead"
+            )
+    spec = loaded.spec
     graph_options = {
-        "image_min_side": args.image_min_side,
-        "image_max_side": args.image_max_side,
-        "no_resize": args.no_resize,
+        "image_min_side": spec.image_min_side,
+        "image_max_side": spec.image_max_side,
+        "no_resize": spec.no_resize,
         "channel_order": args.input_channels,
     }
     try:
         export.export_model(
-            model,
+            loaded.model,
             args.model_out,
             format=format,
-            preprocess_mode=backbone.preprocess_mode,
+            preprocess_mode=spec.preprocess_mode,
             input_size=args.input_size,
             input_dtype=args.input_dtype,
             opset=args.opset,
+            spec=spec,
             **graph_options,
         )
     except export.ExportError as error:
         raise ToolError(str(error)) from None
     if format == "keras":
-        return f"inference model written to {args.model_out}"
+        return f"inference model written to {args.model_out}", loaded.recipe.notes
     size = "x".join(str(s) for s in args.input_size) if format == "tflite" else "any size"
-    resize = "no resize" if args.no_resize else f"resized to min side {args.image_min_side}, max {args.image_max_side}"
-    return f"{format} model written to {args.model_out} ({args.input_channels.upper()} images of {size}, {resize})"
+    resize = "no resize" if spec.no_resize else f"resized to min side {spec.image_min_side}, max {spec.image_max_side}"
+    message = f"{format} model written to {args.model_out} ({args.input_channels.upper()} images of {size}, {resize})"
+    return message, loaded.recipe.notes
 
 
 def main(args=None):
@@ -168,10 +205,11 @@ def main(args=None):
     try:
         format = format_from_path(args.model_out, args.format)
         check_inputs(args, format)
-        message = convert(args, format)
+        message, notes = convert(args, format)
     except (ToolError, ExportError) as error:
-        print(f"retinanet-convert-model: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    print_notes(PROG, notes)
     print(message)
     return 0
 

@@ -4,8 +4,10 @@
     retinanet-debug --no-gui --output-dir debug/ csv train.csv classes.csv --random-transform
     retinanet-debug pascal /data/VOC2007 --train-set trainval --image-min-side 600
     retinanet-debug coco /data/coco --train-set val2017 --config anchors.ini
+    retinanet-debug --model snapshots/resnet50_csv_10.keras csv train.csv classes.csv
 
-Every image is resized (and, with --random-transform, augmented) like in training;
+With --model, the anchors, pyramid levels and image sizes come from the model's detector
+spec (what it was trained with), and its classes are checked against the dataset's. Every image is resized (and, with --random-transform, augmented) like in training;
 positive anchors are drawn in cyan, annotations in green when some anchor matches them
 and in red when none does (training ignores those boxes: the usual cause of a mAP that
 stays at 0). Prints a summary: images, boxes per class, box size range, boxes with no
@@ -16,8 +18,17 @@ import argparse
 import os
 import sys
 
-from keras_retinanet.bin import ToolError, first_line
+from keras_retinanet import constants
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
+
+PROG = "retinanet-debug"
+EXAMPLES = """
+retinanet-debug --no-gui --output-dir debug_out csv train.csv classes.csv
+retinanet-debug --model snapshots/resnet50_csv_10.keras --no-gui csv train.csv classes.csv
+retinanet-debug --random-transform --seed 1 pascal /data/VOC2007 --train-set trainval
+retinanet-debug --config anchors.ini coco /data/coco --train-set val2017
+"""
 
 DEFAULT_OUTPUT_DIR = "debug"
 WINDOW_NAME = "retinanet-debug"
@@ -40,13 +51,19 @@ def _add_options(parser, suppress):
     parser.add_argument("--annotations", dest="draw_annotations", action=argparse.BooleanOptionalAction,
                         default=default(True),
                         help="draw the annotations: green with a matching anchor, red without (default on)")
-    parser.add_argument("--image-min-side", type=int, default=default(800),
-                        help="resize so the smallest side is this long (default 800)")
-    parser.add_argument("--image-max-side", type=int, default=default(1333),
-                        help="... unless the largest side then exceeds this (default 1333)")
-    parser.add_argument("--no-resize", action="store_true", default=default(False), help="do not resize images")
+    parser.add_argument("--model", default=default(None),
+                        help="a model (any format): use the anchors, pyramid levels and image sizes of its "
+                             "detector spec, and check its classes against the dataset's")
+    parser.add_argument("--image-min-side", type=int, default=default(None),
+                        help="resize so the smallest side is this long (default: the model's, else "
+                             f"{constants.DEFAULT_IMAGE_MIN_SIDE})")
+    parser.add_argument("--image-max-side", type=int, default=default(None),
+                        help="... unless the largest side then exceeds this (default: the model's, else "
+                             f"{constants.DEFAULT_IMAGE_MAX_SIDE})")
+    parser.add_argument("--no-resize", action="store_true", default=default(None), help="do not resize images")
     parser.add_argument("--config", default=default(None),
-                        help="config .ini with anchor parameters / pyramid levels (as used for training)")
+                        help="config .ini with anchor parameters / pyramid levels (as used for training; "
+                             "with --model, only for a model without a detector spec)")
     parser.add_argument("--no-gui", action="store_true", default=default(not os.environ.get("DISPLAY")),
                         help="write images to --output-dir instead of showing them (the default without a "
                              "display, i.e. when DISPLAY is not set)")
@@ -56,10 +73,11 @@ def _add_options(parser, suppress):
 
 def parse_args(args):
     """Parse the command line (a list of strings)."""
-    parser = argparse.ArgumentParser(
-        prog="retinanet-debug",
-        description="Show a dataset as training sees it: annotations, positive anchors, augmentation; "
+    parser = new_parser(
+        PROG,
+        "Show a dataset as training sees it: annotations, positive anchors, augmentation; "
         "report boxes that no anchor matches.",
+        EXAMPLES,
     )
     datasets = add_dataset_subparsers(parser)
     for dataset_type, default_set in (("coco", "train2017"), ("pascal", "trainval")):
@@ -72,8 +90,11 @@ def parse_args(args):
         _add_options(sub_parser, suppress=True)
     _add_options(parser, suppress=False)
     parsed = parser.parse_args(args)
-    if not parsed.no_resize and not 0 < parsed.image_min_side <= parsed.image_max_side:
-        parser.error("--image-min-side must be > 0 and <= --image-max-side")
+    for flag in ("image_min_side", "image_max_side"):
+        if getattr(parsed, flag) is not None and getattr(parsed, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(parsed, flag)}")
+    if None not in (parsed.image_min_side, parsed.image_max_side) and parsed.image_min_side > parsed.image_max_side:
+        parser.error("--image-min-side must be <= --image-max-side")
     return parsed
 
 
@@ -90,16 +111,54 @@ def check_inputs(args):
         required = [("Pascal VOC folder", args.pascal_path, os.path.isdir)]
     if args.config:
         required.append(("config file", args.config, os.path.isfile))
+    if args.model:
+        required.append(("model", args.model, os.path.exists))
     for what, path, exists in required:
         if not exists(path):
             raise ToolError(f"{what} not found: {path}")
 
 
-def create_generator(args):
-    """The dataset's generator: images in order, augmented with --random-transform."""
+def resolve_settings(args):
+    """The anchors, levels and image sizes to inspect with: the flags, checked against --model's spec.
+
+    Returns:
+        (``spec.Recipe`` (its spec has anchors, pyramid_levels, image sizes), the model's
+        ``DetectorSpec`` or None).
+    """
+    from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+    from keras_retinanet.inference import recipe_from_config
+    from keras_retinanet.spec import RESIZE_FIELDS, Recipe, read_spec, resolve_recipe
+
+    try:
+        given = dict(
+            recipe_from_config(args.config), image_min_side=args.image_min_side,
+            image_max_side=args.image_max_side, no_resize=args.no_resize,
+        )  # fmt: skip
+        spec = read_spec(args.model) if args.model else None
+        recipe = resolve_recipe(
+            spec, given, needed=("anchors", "pyramid_levels") + RESIZE_FIELDS, source=args.model or "the dataset",
+            flag_names=RECIPE_FLAGS,
+        )  # fmt: skip
+    except (ModelLoadError, SpecConflictError, SpecError, ValueError, OSError) as error:
+        raise ToolError(first_line(error)) from None
+    if not args.model:  # nothing was assumed about a model: the defaults are simply the tool's
+        recipe = Recipe(recipe.spec)
+    return recipe, spec
+
+
+def create_generator(args, settings=None):
+    """The dataset's generator: images in order, augmented with --random-transform.
+
+    Args:
+        settings: ``DetectorSpec`` with the anchors, pyramid levels and image sizes to use
+            (``resolve_settings``; default: the flags with the package defaults).
+    """
     import numpy as np
 
     from keras_retinanet.training import random_augmentation
+
+    if settings is None:
+        settings = resolve_settings(args)[0].spec
 
     transform_generator = visual_effect_generator = None
     if args.random_transform:
@@ -107,10 +166,11 @@ def create_generator(args):
     common = {
         "transform_generator": transform_generator,
         "visual_effect_generator": visual_effect_generator,
-        "image_min_side": args.image_min_side,
-        "image_max_side": args.image_max_side,
-        "no_resize": args.no_resize,
-        "config": args.config,
+        "image_min_side": settings.image_min_side,
+        "image_max_side": settings.image_max_side,
+        "no_resize": settings.no_resize,
+        "anchor_params": settings.anchor_params,
+        "pyramid_levels": settings.pyramid_levels,
         "group_method": "none",
         "shuffle_groups": False,
     }
@@ -194,7 +254,17 @@ def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
     try:
         check_inputs(args)
-        generator = create_generator(args)
+        recipe, model_spec = resolve_settings(args)
+        generator = create_generator(args, recipe.spec)
+        if model_spec is not None:
+            from keras_retinanet.errors import SpecConflictError
+            from keras_retinanet.spec import check_class_names, class_names_of
+
+            try:
+                check_class_names(model_spec, class_names_of(generator), source=args.model)
+            except SpecConflictError as error:
+                raise ToolError(str(error)) from None
+        print_notes(PROG, recipe.notes)
         from keras_retinanet.inspection import DatasetSummary
 
         summary = DatasetSummary(_label_to_name(generator), anchor_params=generator.anchor_params)
@@ -206,7 +276,7 @@ def main(args=None):
         except (OSError, ValueError) as error:  # an image that cannot be read, a bad annotation
             raise ToolError(first_line(error)) from None
     except ToolError as error:
-        print(f"retinanet-debug: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     print("\n".join(summary.lines()))
     if args.no_gui:

@@ -1,13 +1,16 @@
-"""retinanet-evaluate: VOC mAP and COCO metrics of a RetinaNet snapshot on a dataset.
+"""retinanet-evaluate: VOC mAP and COCO metrics of a RetinaNet model on a dataset.
 
-    retinanet-evaluate csv val.csv classes.csv snapshots/model.keras --convert-model
+    retinanet-evaluate csv val.csv classes.csv snapshots/resnet50_csv_10.keras
     retinanet-evaluate pascal /data/VOCdevkit/VOC2007 model.keras --metric all --save-path out/
-    retinanet-evaluate coco /data/COCO model.keras --batch-size 4 --json figures.json
+    retinanet-evaluate coco /data/COCO model.onnx --batch-size 4 --json figures.json
 
-Options may stand before the dataset type or after its arguments. Prints a table of
-classes (instances, AP), the mean and the instance-weighted mean AP, the inference time
-and, with --metric coco|all, COCOeval's 12 figures (against the dataset's own annotations
-for COCO, against its boxes for CSV and Pascal VOC).
+The model is a training snapshot (converted on the fly), an inference model or an exported
+graph; its detector spec gives the backbone's preprocessing, the anchors, the image sizes
+and the class names, so no recipe flag is needed. Options may stand before the dataset
+type or after its arguments. Prints a table of classes (instances, AP), the mean and the
+instance-weighted mean AP, the inference time and, with --metric coco|all, COCOeval's 12
+figures (against the dataset's own annotations for COCO, against its boxes for CSV and
+Pascal VOC).
 """
 import argparse
 import json
@@ -15,13 +18,26 @@ import math
 import os
 import sys
 
-from keras_retinanet.bin import ToolError
+from keras_retinanet import constants
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, new_parser, print_notes
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
+PROG = "retinanet-evaluate"
 METRICS = ("voc", "coco", "all")
 DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
 DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
 MAX_MESSAGE_LENGTH = 200  # longer library messages are cut to their first sentence
+EXAMPLES = """
+retinanet-evaluate csv val.csv classes.csv snapshots/resnet50_csv_10.keras
+retinanet-evaluate csv val.csv classes.csv model.tflite --metric all --json figures.json
+retinanet-evaluate pascal /data/VOC2007 model.keras --save-path eval_out
+retinanet-evaluate coco /data/coco model.keras --set-name val2017 --batch-size 4
+"""
+RECIPE_NOTE = """the model's detector spec gives its backbone, anchors, image sizes and classes:
+--backbone and --config are only for older models (and must agree with the spec);
+--image-min-side / --image-max-side evaluate at other sizes (a note says so)."""
+# how messages name the values this tool passes to the library
+FLAG_NAMES = dict(RECIPE_FLAGS, class_names="the dataset's classes")
 
 
 def _add_options(parser, suppress):
@@ -35,25 +51,29 @@ def _add_options(parser, suppress):
         return argparse.SUPPRESS if suppress else value
 
     parser.add_argument("--convert-model", action="store_true", default=default(False),
-                        help="the snapshot is a training model: convert it to an inference model first")
-    parser.add_argument("--backbone", default=default("resnet50"), help="backbone of the model (default resnet50)")
+                        help="accepted for compatibility: training snapshots are detected and converted by themselves")
+    parser.add_argument("--backbone", default=default(None),
+                        help="backbone of a model without a detector spec (default: the spec's, else resnet50)")
     parser.add_argument("--gpu", default=default(None), help="id of the GPU to use (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--score-threshold", type=float, default=default(0.05),
-                        help="ignore detections with a lower score (default 0.05)")
-    parser.add_argument("--iou-threshold", type=float, default=default(0.5),
-                        help="minimum IoU of a true positive for VOC mAP (default 0.5)")
-    parser.add_argument("--max-detections", type=int, default=default(100),
-                        help="detections kept per image, best first (default 100)")
+    parser.add_argument("--score-threshold", type=float, default=default(constants.DEFAULT_SCORE_THRESHOLD),
+                        help=f"ignore detections with a lower score (default {constants.DEFAULT_SCORE_THRESHOLD})")
+    parser.add_argument("--iou-threshold", type=float, default=default(constants.DEFAULT_IOU_THRESHOLD),
+                        help=f"minimum IoU of a true positive for VOC mAP (default {constants.DEFAULT_IOU_THRESHOLD})")
+    parser.add_argument("--max-detections", type=int, default=default(constants.DEFAULT_EVAL_MAX_DETECTIONS),
+                        help=f"detections kept per image, best first (default {constants.DEFAULT_EVAL_MAX_DETECTIONS})")
     parser.add_argument("--save-path", default=default(None),
                         help="write each image with ground truth and detections drawn, and a "
                              "precision-recall plot per class, into this folder")
-    parser.add_argument("--image-min-side", type=int, default=default(800),
-                        help="resize images so the smallest side is this long (default 800)")
-    parser.add_argument("--image-max-side", type=int, default=default(1333),
-                        help="... unless the largest side then exceeds this (default 1333)")
-    parser.add_argument("--no-resize", action="store_true", default=default(False), help="do not resize images")
+    parser.add_argument("--image-min-side", type=int, default=default(None),
+                        help="resize images so the smallest side is this long (default: the model's, else "
+                             f"{constants.DEFAULT_IMAGE_MIN_SIDE})")
+    parser.add_argument("--image-max-side", type=int, default=default(None),
+                        help="... unless the largest side then exceeds this (default: the model's, else "
+                             f"{constants.DEFAULT_IMAGE_MAX_SIDE})")
+    parser.add_argument("--no-resize", action="store_true", default=default(None),
+                        help="do not resize images (default: the model's)")
     parser.add_argument("--config", default=default(None),
-                        help="config .ini with anchor parameters / pyramid levels (used with --convert-model)")
+                        help="config .ini with anchor parameters / pyramid levels of a model without a detector spec")
     parser.add_argument("--group-method", choices=("none", "random", "ratio"), default=default("none"),
                         help="accepted for compatibility; evaluation visits images in order")
     parser.add_argument("--metric", choices=METRICS, default=default(None),
@@ -64,8 +84,8 @@ def _add_options(parser, suppress):
 
 def parse_args(args):
     """Parse the command line (a list of strings)."""
-    parser = argparse.ArgumentParser(
-        prog="retinanet-evaluate", description="Evaluate a RetinaNet model: VOC mAP and COCO metrics."
+    parser = new_parser(
+        PROG, "Evaluate a RetinaNet model: VOC mAP and COCO metrics.", EXAMPLES, RECIPE_NOTE
     )
     datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the annotations to evaluate on")
     for dataset_type in ("pascal", "coco"):
@@ -75,7 +95,9 @@ def parse_args(args):
     # the model comes after the dataset's positionals (fizyr's order); a positional of the
     # main parser would swallow options written after them
     for sub_parser in datasets.values():
-        sub_parser.add_argument("model", help="snapshot (.keras) to evaluate")
+        sub_parser.add_argument(
+            "model", help="training snapshot or inference model (.keras), SavedModel directory, .tflite or .onnx"
+        )
         _add_options(sub_parser, suppress=True)
     _add_options(parser, suppress=False)
 
@@ -88,6 +110,9 @@ def parse_args(args):
         parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
     if not 0 < parsed.iou_threshold <= 1:
         parser.error(f"--iou-threshold must be in (0, 1], got {parsed.iou_threshold}")
+    for flag in ("image_min_side", "image_max_side"):
+        if getattr(parsed, flag) is not None and getattr(parsed, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(parsed, flag)}")
     return parsed
 
 
@@ -96,7 +121,7 @@ def parse_args(args):
 
 def check_inputs(args):
     """Raise ToolError if a file or folder named on the command line does not exist."""
-    required = [("model file", args.model, os.path.isfile)]
+    required = [("model file", args.model, os.path.exists)]
     if args.dataset_type == "csv":
         required += [("annotations file", args.annotations, os.path.isfile),
                      ("classes file", args.classes, os.path.isfile)]
@@ -120,17 +145,15 @@ def _one_line(error):
     return line.split(". ")[0] if len(line) > MAX_MESSAGE_LENGTH else line
 
 
-def create_generator(args, preprocess_image):
-    """The evaluation generator of the dataset type, images in order, no augmentation."""
-    common = {
-        "config": args.config,
-        "image_min_side": args.image_min_side,
-        "image_max_side": args.image_max_side,
-        "no_resize": args.no_resize,
-        "preprocess_image": preprocess_image,
-        "group_method": args.group_method,
-        "shuffle_groups": False,
-    }
+def create_generator(args, preprocess_image=None):
+    """The evaluation generator of the dataset type: images in order, no augmentation.
+
+    It only reads images and annotations; the detector preprocesses and resizes (a
+    ``preprocess_image`` given here is used by callers that run a bare model on it).
+    """
+    common = {"group_method": args.group_method, "shuffle_groups": False}
+    if preprocess_image is not None:
+        common["preprocess_image"] = preprocess_image
     from keras_retinanet.preprocessing.datasets import generator_from_args
 
     try:
@@ -139,60 +162,34 @@ def create_generator(args, preprocess_image):
         raise ToolError(_one_line(error)) from None
 
 
-def get_backbone(args):
-    """The Backbone named by --backbone (it knows the image preprocessing)."""
-    from keras_retinanet import models
-
-    try:
-        return models.backbone(args.backbone)
-    except ValueError as error:
-        raise ToolError(_one_line(error)) from None
-
-
-def load_inference_model(args):
-    """Load the snapshot; convert it if --convert-model; refuse a snapshot of the wrong kind."""
-    from keras_retinanet import models
-
-    anchor_params = pyramid_levels = None
-    if args.config:
-        from keras_retinanet.utils.config import (
-            parse_anchor_parameters,
-            parse_pyramid_levels,
-            read_config_file,
-        )
-
-        try:
-            config = read_config_file(args.config)
-            if "anchor_parameters" in config:
-                anchor_params = parse_anchor_parameters(config)
-            if "pyramid_levels" in config:
-                pyramid_levels = parse_pyramid_levels(config)
-        except (ValueError, KeyError, OSError) as error:
-            raise ToolError(f"invalid config file: {args.config}: {_one_line(error)}") from None
+def load_model(args):
+    """The ``inference.Detector`` of the model file, configured by its detector spec and the flags."""
+    from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+    from keras_retinanet.inference import load_detector
 
     print("Loading model, this may take a second...", file=sys.stderr)
     try:
-        model = models.load_model(args.model, backbone_name=args.backbone)
-    except Exception as error:  # keras raises many kinds for a file that is not a model
+        return load_detector(
+            args.model, backbone=args.backbone, config=args.config, image_min_side=args.image_min_side,
+            image_max_side=args.image_max_side, no_resize=args.no_resize, score_threshold=args.score_threshold,
+            max_detections=args.max_detections, batch_size=args.batch_size, flag_names=FLAG_NAMES,
+            clip_boxes=False,
+        )  # fmt: skip
+    except (ModelLoadError, SpecConflictError, SpecError) as error:
+        raise ToolError(_one_line(error)) from None
+    except (ValueError, KeyError, OSError) as error:  # unknown backbone, config that does not fit the model
         raise ToolError(f"cannot load model {args.model}: {_one_line(error)}") from None
 
-    output_names = list(getattr(model, "output_names", []))
-    is_training = "regression" in output_names and "classification" in output_names
-    if args.convert_model:
-        if not is_training:
-            raise ToolError(
-                f"{args.model} is not a training model (outputs {output_names}); "
-                "it is probably an inference model already: drop --convert-model"
-            )
-        kwargs = {} if pyramid_levels is None else {"pyramid_levels": pyramid_levels}
-        model = models.convert_model(model, anchor_params=anchor_params, **kwargs)
-    elif is_training:
-        raise ToolError(
-            f"{args.model} is a training model (outputs {output_names}); pass --convert-model to evaluate it"
-        )
-    elif len(model.outputs) < 3:
-        raise ToolError(f"{args.model} is not a RetinaNet inference model (outputs {output_names})")
-    return model
+
+def check_classes(detector, generator, model_path):
+    """ToolError if the model's classes (from its spec) are not the dataset's, label by label."""
+    from keras_retinanet.errors import SpecConflictError
+    from keras_retinanet.spec import check_class_names, class_names_of
+
+    try:
+        check_class_names(detector.spec, class_names_of(generator), source=model_path)
+    except SpecConflictError as error:
+        raise ToolError(str(error)) from None
 
 
 # ------------------------------------------------------------------------ evaluation and report
@@ -203,7 +200,11 @@ def _finite_or_none(value):
 
 
 def run_evaluation(args, generator, model):
-    """Run the model once and compute the requested metrics. Returns the report dict."""
+    """Run the model (an ``inference.Detector`` or a bare inference model) once; compute the metrics.
+
+    Returns:
+        the report dict (what --json writes).
+    """
     from keras_retinanet.utils import coco_eval
     from keras_retinanet.utils import eval as voc_eval
 
@@ -222,6 +223,9 @@ def run_evaluation(args, generator, model):
         "batch_size": args.batch_size,
         "inference_time_per_image": float(sum(inference_times) / max(len(inference_times), 1)),
     }
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        report["detector_spec"] = spec.to_dict()
     all_annotations = None
     if args.metric in ("voc", "all"):
         all_annotations = voc_eval.get_annotations(generator)
@@ -286,13 +290,15 @@ def main(args=None):
         check_inputs(args)
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-        generator = create_generator(args, get_backbone(args).preprocess_image)
-        model = load_inference_model(args)
+        generator = create_generator(args)
+        detector = load_model(args)
+        check_classes(detector, generator, args.model)
+        print_notes(PROG, detector.notes)
         if args.save_path:
             os.makedirs(args.save_path, exist_ok=True)
-        report = run_evaluation(args, generator, model)
+        report = run_evaluation(args, generator, detector)
     except ToolError as error:
-        print(f"retinanet-evaluate: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     print(format_report(report))
     if args.json:

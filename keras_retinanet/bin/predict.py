@@ -1,64 +1,81 @@
 """retinanet-predict: run a RetinaNet model on images (or a video) and write its detections.
 
-    retinanet-predict model.keras photos/ --backbone resnet50 --classes classes.csv
+    retinanet-predict model.keras photos/
     retinanet-predict snapshots/resnet50_csv_10.keras 'data/*.jpg' --score-threshold 0.3
     retinanet-predict exported/retinanet scene.jpg --output-dir out/        # SavedModel
     retinanet-predict model.keras big_aerial.tif --tile 1024 --tile-overlap 128
     retinanet-predict model.onnx traffic.mp4
 
 MODEL is a training snapshot (converted on the fly), an inference model (.keras), or a
-model exported by retinanet-convert-model (SavedModel directory, .tflite, .onnx). Images
-are resized like in training and the boxes scaled back to the original image. Writes,
+model exported by retinanet-convert-model (SavedModel directory, .tflite, .onnx). Its
+detector spec gives the backbone's preprocessing, the image sizes and the class names:
+images are resized like in training and the boxes scaled back to the original image. Writes,
 in --output-dir: one annotated PNG per image (an annotated .mp4 per video),
 detections.csv (annotations.csv format: path,x1,y1,x2,y2,class_name, and path,,,,, for
 an image without detections, so predictions can be reused as annotations), and
 detections.json (COCO results) with images.json (id, file_name, width, height of each image).
 """
-import argparse
 import csv
 import glob
 import json
 import os
 import sys
 
-from keras_retinanet.bin import ToolError, first_line
+from keras_retinanet import constants
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
 
+PROG = "retinanet-predict"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")  # fmt: skip
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 DEFAULT_OUTPUT_DIR = "predictions"
-DEFAULT_IMAGE_MIN_SIDE = 800
-DEFAULT_IMAGE_MAX_SIDE = 1333
+DEFAULT_IMAGE_MIN_SIDE = constants.DEFAULT_IMAGE_MIN_SIDE
+DEFAULT_IMAGE_MAX_SIDE = constants.DEFAULT_IMAGE_MAX_SIDE
 VIDEO_CODEC = "mp4v"
 DEFAULT_FPS = 25.0
+EXAMPLES = """
+retinanet-predict snapshots/resnet50_csv_10.keras photos/ --output-dir predictions
+retinanet-predict model.keras 'data/*.jpg' --score-threshold 0.3 --csv detections.csv
+retinanet-predict model.onnx traffic.mp4 --no-images --json detections.json
+retinanet-predict model.keras big_aerial.tif --tile 1024 --tile-overlap 128
+"""
+RECIPE_NOTE = """the model's detector spec gives its backbone, image sizes and class names: --backbone,
+--config and --classes are only for older models (and must agree with the spec);
+--image-min-side / --image-max-side run at other sizes (a note says so)."""
 
 
 def parse_args(args):
     """Parse the command line (a list of strings)."""
-    parser = argparse.ArgumentParser(
-        prog="retinanet-predict",
-        description="Run a RetinaNet model on images, folders, globs or a video; write annotated "
+    parser = new_parser(
+        PROG,
+        "Run a RetinaNet model on images, folders, globs or a video; write annotated "
         "images and the detections as CSV (annotations format) and JSON (COCO results).",
+        EXAMPLES,
+        RECIPE_NOTE,
     )
     parser.add_argument("model", help="training snapshot or inference model (.keras), SavedModel directory, "
                                       ".tflite or .onnx (from retinanet-convert-model)")
     parser.add_argument("images", nargs="+", help="image files, folders (their images), globs ('data/*.jpg'), "
                                                   "or a video file OpenCV can read")
-    parser.add_argument("--backbone", default="resnet50", help="backbone of a .keras model (default resnet50)")
-    parser.add_argument("--config", help="config .ini with anchor parameters / pyramid levels (training snapshots)")
-    parser.add_argument("--classes", help="classes CSV (class_name,id) for names in the outputs (default: label ids)")
+    parser.add_argument("--backbone", help="backbone of a .keras model without a detector spec (default resnet50)")
+    parser.add_argument("--config", help="config .ini with anchor parameters / pyramid levels of a training "
+                                         "snapshot without a detector spec")
+    parser.add_argument("--classes", help="classes CSV (class_name,id) for a model without class names in its "
+                                          "spec (default: the spec's names, else label ids)")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="keep detections scoring higher (default 0.5)")
     parser.add_argument("--max-detections", type=int, default=100,
                         help="detections per image, best first (default 100)")
     parser.add_argument("--batch-size", type=int, default=1, help="images of the same size per model call (default 1)")
     parser.add_argument("--image-min-side", type=int, default=None,
-                        help=f"resize so the smallest side is this long (default {DEFAULT_IMAGE_MIN_SIDE}, or the "
-                             "tile size with --tile); exported models use the sizes they were exported with")
+                        help="resize so the smallest side is this long (default: the model's, else "
+                             f"{DEFAULT_IMAGE_MIN_SIDE}; the tile size with --tile); exported models resize "
+                             "as they were exported")
     parser.add_argument("--image-max-side", type=int, default=None,
-                        help=f"... unless the largest side then exceeds this (default {DEFAULT_IMAGE_MAX_SIDE}, "
-                             "or the tile size with --tile)")
-    parser.add_argument("--no-resize", action="store_true", help="run .keras models on images at their size")
+                        help="... unless the largest side then exceeds this (default: the model's, else "
+                             f"{DEFAULT_IMAGE_MAX_SIDE}; the tile size with --tile)")
+    parser.add_argument("--no-resize", action="store_true", default=None,
+                        help="run .keras models on images at their size")
     parser.add_argument("--tile", type=int, metavar="SIZE",
                         help="cut each image into SIZE x SIZE tiles, detect in each (at native resolution by "
                              "default) and merge with NMS: for images much larger than the objects")
@@ -85,13 +102,16 @@ def parse_args(args):
             parsed.tile_overlap = parsed.tile // 8
         if not 0 <= parsed.tile_overlap < parsed.tile:
             parser.error(f"--tile-overlap must be in [0, {parsed.tile}), got {parsed.tile_overlap}")
-    default_side = parsed.tile if parsed.tile is not None else None
-    if parsed.image_min_side is None:
-        parsed.image_min_side = default_side or DEFAULT_IMAGE_MIN_SIDE
-    if parsed.image_max_side is None:
-        parsed.image_max_side = max(default_side or DEFAULT_IMAGE_MAX_SIDE, parsed.image_min_side)
-    if not 0 < parsed.image_min_side <= parsed.image_max_side:
-        parser.error("--image-min-side must be > 0 and <= --image-max-side")
+    if parsed.tile is not None and not parsed.no_resize:  # tiles run at native resolution unless told otherwise
+        if parsed.image_min_side is None:
+            parsed.image_min_side = parsed.tile
+        if parsed.image_max_side is None:
+            parsed.image_max_side = max(parsed.tile, parsed.image_min_side)
+    for flag in ("image_min_side", "image_max_side"):
+        if getattr(parsed, flag) is not None and getattr(parsed, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(parsed, flag)}")
+    if None not in (parsed.image_min_side, parsed.image_max_side) and parsed.image_min_side > parsed.image_max_side:
+        parser.error("--image-min-side must be <= --image-max-side")
     parsed.csv = parsed.csv or os.path.join(parsed.output_dir, "detections.csv")
     parsed.json = parsed.json or os.path.join(parsed.output_dir, "detections.json")
     return parsed
@@ -187,9 +207,10 @@ def _image_ids(images):
 class Outputs:
     """Writes annotated images, the CSV rows and the COCO results as detections come in."""
 
-    def __init__(self, args, label_names):
+    def __init__(self, args, label_names, describe_classes=None):
         self.args = args
         self.label_names = label_names
+        self.describe_classes = describe_classes or args.classes
         self.csv_dir = os.path.dirname(os.path.abspath(args.csv))
         self.rows, self.results, self.images = [], [], []
         self.used_names = set()
@@ -200,7 +221,7 @@ class Outputs:
     def label_to_name(self, label):
         if self.label_names is None:
             return str(label)
-        if label not in self.label_names:
+        if self.label_names.get(label) is None:
             self.unknown_labels.add(label)
             return str(label)
         return self.label_names[label]
@@ -276,7 +297,7 @@ class Outputs:
         if self.unknown_labels:
             print(
                 f"retinanet-predict: warning: labels {sorted(self.unknown_labels)} are not in "
-                f"{self.args.classes}; written as numbers",
+                f"{self.describe_classes}; written as numbers",
                 file=sys.stderr,
             )
 
@@ -342,9 +363,10 @@ def _loaded(items):
         yield key, read_image_bgr(image) if isinstance(image, str) else image
 
 
-def load(args):
-    """The Detector for --model; ToolError for a model that cannot be used."""
-    from keras_retinanet.inference import ModelLoadError, load_detector
+def load(args, class_names=None):
+    """The Detector for --model; ToolError for a model that cannot be used or flags that contradict it."""
+    from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+    from keras_retinanet.inference import load_detector
 
     try:
         return load_detector(
@@ -357,11 +379,22 @@ def load(args):
             score_threshold=args.score_threshold,
             max_detections=args.max_detections,
             batch_size=args.batch_size,
+            class_names=class_names,
+            flag_names=dict(RECIPE_FLAGS, image_min_side="--image-min-side / --tile", image_max_side="--image-max-side / --tile")
+            if args.tile is not None else RECIPE_FLAGS,
         )
-    except ModelLoadError as error:
-        raise ToolError(str(error)) from None
+    except (ModelLoadError, SpecConflictError, SpecError) as error:
+        raise ToolError(first_line(error)) from None
     except ValueError as error:  # unknown backbone, config that does not fit the model
         raise ToolError(first_line(error)) from None
+
+
+def label_names_of(detector, classes_from_file):
+    """{label: name} for the outputs: the detector's (spec) names, filled in by --classes."""
+    names = dict(classes_from_file or {})
+    if detector.class_names is not None:
+        names.update({label: name for label, name in enumerate(detector.class_names) if name is not None})
+    return names or None
 
 
 def main(args=None):
@@ -372,14 +405,18 @@ def main(args=None):
             raise ToolError(f"model not found: {args.model}")
         if args.config and not os.path.isfile(args.config):
             raise ToolError(f"config file not found: {args.config}")
-        label_names = read_classes(args.classes) if args.classes else None
+        classes = read_classes(args.classes) if args.classes else None
         images, videos = collect_inputs(args.images)
         check_images(images, videos)
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-        detector = load(args)
+        from keras_retinanet.spec import class_names_from_mapping
+
+        detector = load(args, class_names_from_mapping(classes) if classes else None)
+        print_notes(PROG, detector.notes)
         os.makedirs(args.output_dir, exist_ok=True)
-        outputs = Outputs(args, label_names)
+        label_names = label_names_of(detector, classes)
+        outputs = Outputs(args, label_names, args.classes or f"the class names of {args.model}")
         try:
             run(args, detector, images, videos, outputs)
         except (OSError, ValueError) as error:  # an image that passed the header check but not decoding
@@ -387,7 +424,7 @@ def main(args=None):
         finally:
             outputs.close()
     except ToolError as error:
-        print(f"retinanet-predict: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     drawn = f"; annotated images in {args.output_dir}" if args.draw else ""
     print(

@@ -9,16 +9,26 @@ import argparse
 import os
 import sys
 
+from keras_retinanet import constants
+from keras_retinanet.bin import new_parser
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
+EXAMPLES = """
+retinanet-train --backbone resnet50 --batch-size 2 csv train.csv classes.csv --val-annotations val.csv
+retinanet-train --no-weights --backbone mobilenet128_0.25 --feature-size 64 --image-min-side 128 \\
+    --image-max-side 128 --lr 1e-3 csv train.csv classes.csv
+retinanet-train --snapshot snapshots/resnet50_csv_07.keras csv train.csv classes.csv
+retinanet-train --config anchors.ini --epochs 20 pascal /data/VOC2007
+"""
+RECIPE_NOTE = """every snapshot carries its recipe (backbone, classes, anchors, image sizes): --snapshot
+resumes with it, and the other tools read it, so none of these flags is needed after training."""
 
 
 def parse_args(args):
     """Parse the command line (fizyr-compatible flags plus tf.distribute / mixed precision)."""
-    parser = argparse.ArgumentParser(
-        prog="retinanet-train",
-        description="Train a RetinaNet detector on CSV, COCO or Pascal VOC data.",
+    parser = new_parser(
+        "retinanet-train", "Train a RetinaNet detector on CSV, COCO or Pascal VOC data.", EXAMPLES, RECIPE_NOTE
     )
     datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the training annotations")
     for dataset_type, train_set, val_set in (("coco", "train2017", "val2017"), ("pascal", "trainval", "test")):
@@ -44,7 +54,9 @@ def parse_args(args):
         "--no-weights", dest="imagenet_weights", action="store_const", const=False, help="train from scratch"
     )
 
-    parser.add_argument("--backbone", default="resnet50", help="backbone name (default: resnet50)")
+    parser.add_argument(
+        "--backbone", help="backbone name (default: resnet50; with --snapshot, the snapshot's)"
+    )
     parser.add_argument(
         "--feature-size",
         type=int,
@@ -90,10 +102,23 @@ def parse_args(args):
         "weights, off with --no-weights)",
     )
     parser.add_argument("--random-transform", action="store_true", help="augment: random affine transforms and colours")
-    parser.add_argument("--image-min-side", type=int, default=800, help="resize so the short side is this (default: 800)")
-    parser.add_argument("--image-max-side", type=int, default=1333, help="and the long side at most this (default: 1333)")
-    parser.add_argument("--no-resize", action="store_true", help="don't resize images")
-    parser.add_argument("--config", help="config.ini with [anchor_parameters] / [pyramid_levels]")
+    parser.add_argument(
+        "--image-min-side",
+        type=int,
+        help=f"resize so the short side is this (default: {constants.DEFAULT_IMAGE_MIN_SIDE}; with --snapshot, "
+        "the snapshot's)",
+    )
+    parser.add_argument(
+        "--image-max-side",
+        type=int,
+        help=f"and the long side at most this (default: {constants.DEFAULT_IMAGE_MAX_SIDE}; with --snapshot, "
+        "the snapshot's)",
+    )
+    parser.add_argument("--no-resize", action="store_true", default=None, help="don't resize images")
+    parser.add_argument(
+        "--config",
+        help="config.ini with [anchor_parameters] / [pyramid_levels] (with --snapshot: the snapshot's are used)",
+    )
     parser.add_argument("--weighted-average", action="store_true", help="mAP weighted by instances per class")
     parser.add_argument("--compute-val-loss", action="store_true", help="also compute the validation loss")
     parser.add_argument("--reduce-lr-patience", type=int, default=2, help="epochs without improvement (default: 2)")
@@ -141,8 +166,12 @@ def check_args(parser, args):
         parser.error("--multi-gpu must be >= 0")
     if args.multi_gpu > 1 and args.batch_size < args.multi_gpu:
         parser.error(f"--batch-size ({args.batch_size}) must be >= --multi-gpu ({args.multi_gpu})")
-    if args.image_min_side < 32 or args.image_max_side < args.image_min_side:
-        parser.error("--image-min-side must be >= 32 and <= --image-max-side")
+    if args.image_min_side is not None and args.image_min_side < 32:
+        parser.error(f"--image-min-side must be >= 32, got {args.image_min_side}")
+    if args.image_max_side is not None and args.image_max_side < (args.image_min_side or 32):
+        parser.error("--image-max-side must be >= --image-min-side (and >= 32)")
+    if args.snapshot is None and args.image_max_side is None and (args.image_min_side or 0) > constants.DEFAULT_IMAGE_MAX_SIDE:
+        parser.error(f"--image-min-side ({args.image_min_side}) > the default --image-max-side: give --image-max-side")
     return args
 
 

@@ -2,6 +2,7 @@
 import keras
 
 from keras_retinanet.callbacks.common import ScalarWriter, resolve_model
+from keras_retinanet.constants import DEFAULT_SCORE_THRESHOLD
 from keras_retinanet.utils.coco_eval import COCO_METRIC_NAMES, evaluate_coco, evaluate_coco_metrics
 
 LOG_PREFIX = "coco_"
@@ -25,7 +26,15 @@ class CocoEval(keras.callbacks.Callback):
         batch_size: images per predict_on_batch call.
     """
 
-    def __init__(self, generator, tensorboard=None, threshold=0.05, prediction_model=None, verbose=1, batch_size=1):
+    def __init__(
+        self,
+        generator,
+        tensorboard=None,
+        threshold=DEFAULT_SCORE_THRESHOLD,
+        prediction_model=None,
+        verbose=1,
+        batch_size=1,
+    ):
         super().__init__()
         self.generator = generator
         self.tensorboard = tensorboard

@@ -2,7 +2,14 @@
 import keras
 
 from keras_retinanet.callbacks.common import ScalarWriter, resolve_model
-from keras_retinanet.utils.eval import evaluate, mean_average_precision, weighted_mean_average_precision
+from keras_retinanet.utils.eval import (
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_SCORE_THRESHOLD,
+    evaluate,
+    mean_average_precision,
+    weighted_mean_average_precision,
+)
 
 
 class Evaluate(keras.callbacks.Callback):
@@ -35,9 +42,9 @@ class Evaluate(keras.callbacks.Callback):
     def __init__(
         self,
         generator,
-        iou_threshold=0.5,
-        score_threshold=0.05,
-        max_detections=100,
+        iou_threshold=DEFAULT_IOU_THRESHOLD,
+        score_threshold=DEFAULT_SCORE_THRESHOLD,
+        max_detections=DEFAULT_MAX_DETECTIONS,
         save_path=None,
         tensorboard=None,
         weighted_average=False,

@@ -16,11 +16,13 @@ at about 200k anchors x 80 classes and only changes results when more than
 import keras
 import tensorflow as tf
 
-DEFAULT_NMS_THRESHOLD = 0.5
-DEFAULT_SCORE_THRESHOLD = 0.05
-DEFAULT_MAX_DETECTIONS = 300
-DEFAULT_PRE_NMS_TOP_K = 1000
-PADDING_VALUE = -1
+from ..constants import (  # noqa: F401 (public names of this module)
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_THRESHOLD,
+    DEFAULT_PRE_NMS_TOP_K,
+    DEFAULT_SCORE_THRESHOLD,
+    PADDING_VALUE,
+)
 
 
 def _pairwise_iou(boxes):

@@ -11,7 +11,13 @@ import sys
 
 import keras
 
+# Importing the model code registers every custom layer, loss and initializer with Keras, so
+# keras.models.load_model opens this package's .keras files with no custom_objects.
+from .. import initializers, layers, losses  # noqa: F401
+from ..errors import SpecConflictError
+from ..spec import DetectorSpec
 from ..utils.image import preprocess_image as _preprocess_image
+from .retinanet_model import RetinaNetModel, model_spec, with_spec  # noqa: F401
 
 # Family modules, in the order their names are listed in error messages.
 _FAMILY_MODULES = ("resnet", "mobilenet", "vgg", "densenet", "effnet")
@@ -39,8 +45,6 @@ class Backbone:
     preprocess_mode = "caffe"
 
     def __init__(self, backbone):
-        from .. import initializers, layers, losses
-
         # Kept for scripts that pass them to keras.models.load_model; every object is
         # also registered, so plain keras.models.load_model needs none of them.
         self.custom_objects = {
@@ -77,6 +81,10 @@ class Backbone:
         """Prepare a BGR image (or batch) for the network: float32, ``utils.image`` mode of this backbone."""
         return _preprocess_image(inputs, mode=self.preprocess_mode)
 
+    def spec(self):
+        """The part of a detector spec this backbone determines: its name and preprocessing."""
+        return DetectorSpec(backbone=self.backbone, preprocess_mode=self.preprocess_mode)
+
 
 def _backbone_classes():
     import importlib
@@ -103,27 +111,43 @@ def backbone(backbone_name):
     )
 
 
-def load_model(filepath, backbone_name="resnet50"):
+def load_model(filepath, backbone_name=None):
     """Load a ``.keras`` model saved by this package (training or inference model).
 
     Args:
         filepath: path of the saved model.
-        backbone_name: backbone the model was built with (checked; every custom object is
-            registered, so it is not needed to load the file).
+        backbone_name: backbone the caller expects (optional). The model's detector spec
+            records its backbone; a different name is a ``SpecConflictError``. Every custom
+            object is registered, so it is not needed to load the file.
 
     Returns:
-        The keras.Model (compiled if it was saved compiled).
+        The keras.Model (compiled if it was saved compiled); a ``RetinaNetModel`` with
+        ``.spec`` for files written by this package since the detector spec exists.
     """
-    backbone(backbone_name)
+    if backbone_name is not None:
+        backbone(backbone_name)
     if not os.path.exists(filepath):
         raise ValueError(f"cannot load model: {filepath}: no such file")
-    return keras.models.load_model(filepath)
+    model = keras.models.load_model(filepath)
+    spec = model_spec(model)
+    if backbone_name is not None and spec is not None and spec.backbone not in (None, backbone_name):
+        raise SpecConflictError(
+            f"backbone {backbone_name} contradicts {filepath}: it was made with backbone {spec.backbone} "
+            "(saved in its detector spec)"
+        )
+    return model
+
+
+def is_training_model(model):
+    """Whether ``model`` has the ``regression`` and ``classification`` outputs of a training model."""
+    names = list(getattr(model, "output_names", None) or [])
+    return "regression" in names and "classification" in names
 
 
 def assert_training_model(model):
     """Raise NotATrainingModelError unless ``model`` has ``regression`` and ``classification`` outputs."""
     names = list(model.output_names)
-    if not all(output in names for output in ("regression", "classification")):
+    if not is_training_model(model):
         raise NotATrainingModelError(
             "Input is not a training model (no 'regression' and 'classification' outputs were "
             f"found, outputs are: {names})."
@@ -146,14 +170,16 @@ def convert_model(model, nms=True, class_specific_filter=True, anchor_params=Non
         model: training model (outputs ``regression`` and ``classification``).
         nms: apply non-maximum suppression.
         class_specific_filter: per-class filtering and NMS (else best class per anchor).
-        anchor_params: ``utils.anchors.AnchorParameters`` the model was trained with.
+        anchor_params: ``utils.anchors.AnchorParameters`` the model was trained with
+            (default: those of the model's detector spec, else the package default).
         **kwargs: passed to ``retinanet.retinanet_bbox`` (pyramid_levels, nms_threshold,
             score_threshold, max_detections, pre_nms_top_k, fold_batch_norm, ...).
             ``fold_batch_norm=True`` gives the fastest model for prediction and export (an
             independent copy; do not use it for a model that is still training).
 
     Returns:
-        keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4), scores (B, D), labels (B, D)].
+        keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4), scores (B, D), labels (B, D)],
+        with the training model's detector spec plus its filter settings.
     """
     from .retinanet import retinanet_bbox
 

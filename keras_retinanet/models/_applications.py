@@ -49,6 +49,9 @@ def application_retinanet(
     modifier=None,
     freeze_bn=True,
     freeze_backbone=False,
+    backbone=None,
+    anchor_params=None,
+    spec=None,
     **kwargs,
 ):
     """RetinaNet on a keras.applications model.
@@ -63,12 +66,30 @@ def application_retinanet(
         freeze_bn: run the backbone's BatchNormalization layers in inference mode with
             frozen statistics (RetinaNet trains with small batches).
         freeze_backbone: make every backbone layer non-trainable.
+        backbone: the ``Backbone`` being built (its name and preprocessing go into the spec).
+        anchor_params: ``AnchorParameters`` the model will be trained with: sets
+            num_anchors and goes into the spec (default: only num_anchors, if given, is known).
+        spec: ``DetectorSpec`` with more of the recipe (classes, image sizes, ...).
         **kwargs: passed to ``retinanet.retinanet`` (num_anchors, pyramid_levels, submodels, name,
             feature_size, submodel_depth).
 
     Returns:
-        The training model.
+        The training model (a ``RetinaNetModel`` with ``.spec``).
     """
+    from ..spec import AnchorSpec, DetectorSpec
+
+    model_spec = DetectorSpec() if backbone is None else backbone.spec()
+    if spec is not None:
+        model_spec = model_spec.merged(spec)
+    if anchor_params is not None:
+        anchors = AnchorSpec.from_parameters(anchor_params)
+        if kwargs.get("num_anchors") not in (None, anchors.num_anchors()):
+            raise ValueError(
+                f"num_anchors ({kwargs['num_anchors']}) does not match the anchor parameters "
+                f"({anchors.num_anchors()} anchors per location)"
+            )
+        kwargs["num_anchors"] = anchors.num_anchors()
+        model_spec = model_spec.replace(anchors=anchors)
     inputs = default_inputs(inputs)
     levels = retinanet_module.check_pyramid_levels(kwargs.get("pyramid_levels"))
     wanted = [c for c in ("C2", "C3", "C4", "C5") if c != "C2" or 2 in levels]
@@ -87,5 +108,5 @@ def application_retinanet(
 
     backbone_layers = dict(zip(wanted, backbone_model.outputs))
     return retinanet_module.retinanet(
-        inputs=inputs, num_classes=num_classes, backbone_layers=backbone_layers, **kwargs
+        inputs=inputs, num_classes=num_classes, backbone_layers=backbone_layers, spec=model_spec, **kwargs
     )

@@ -58,7 +58,9 @@ def densenet_retinanet(num_classes, backbone="densenet121", inputs=None, modifie
     layer_names = {
         f"C{block + 2}": f"conv{block + 2}_block{layers}_concat" for block, layers in enumerate(_BLOCKS[backbone])
     }
-    return application_retinanet(num_classes, application, layer_names, inputs=inputs, modifier=modifier, **kwargs)
+    return application_retinanet(
+        num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs
+    )
 
 
 BACKBONE_CLASSES = (DenseNetBackbone,)

@@ -61,7 +61,9 @@ def effnet_retinanet(num_classes, backbone="EfficientNetB0", inputs=None, modifi
         return constructor(input_tensor=input_tensor, include_top=False, weights=weights)
 
     layer_names = dict(zip(("C2", "C3", "C4", "C5"), _LAYER_NAMES))
-    return application_retinanet(num_classes, application, layer_names, inputs=inputs, modifier=modifier, **kwargs)
+    return application_retinanet(
+        num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs
+    )
 
 
 def _named_builder(name):

@@ -145,7 +145,9 @@ def mobilenet_retinanet(num_classes, backbone="mobilenet224_1.0", inputs=None, m
             )
 
     layer_names = dict(zip(("C2", "C3", "C4", "C5"), layer_names))
-    return application_retinanet(num_classes, application, layer_names, inputs=inputs, modifier=modifier, **kwargs)
+    return application_retinanet(
+        num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs
+    )
 
 
 BACKBONE_CLASSES = (MobileNetBackbone, MobileNetV2Backbone, MobileNetV3Backbone)

@@ -61,7 +61,9 @@ def resnet_retinanet(num_classes, backbone="resnet50", inputs=None, modifier=Non
         return _APPLICATIONS[backbone](input_tensor=input_tensor, include_top=False, weights=weights)
 
     layer_names = dict(zip(("C2", "C3", "C4", "C5"), _LAYER_NAMES[backbone]))
-    return application_retinanet(num_classes, application, layer_names, inputs=inputs, modifier=modifier, **kwargs)
+    return application_retinanet(
+        num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs
+    )
 
 
 def resnet50_retinanet(num_classes, inputs=None, **kwargs):

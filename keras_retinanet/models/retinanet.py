@@ -13,9 +13,12 @@ padded with -1.
 """
 import keras
 
-from .. import initializers, layers
+from .. import constants, initializers, layers
+from ..errors import SpecConflictError
+from ..spec import AnchorSpec, FilterSpec
 from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, AnchorParameters
 from ..utils.model import fold_batch_normalization
+from .retinanet_model import RetinaNetModel, model_spec
 
 FEATURE_SIZE = 256  # channels of every pyramid level and of the submodels' hidden layers
 SUBMODEL_DEPTH = 4  # 3x3 conv + ReLU layers before each submodel's output layer
@@ -197,6 +200,7 @@ def retinanet(
     name="retinanet",
     feature_size=None,
     submodel_depth=SUBMODEL_DEPTH,
+    spec=None,
 ):
     """Training model: backbone features -> FPN -> shared submodels on every level.
 
@@ -214,10 +218,13 @@ def retinanet(
             layers (default 256, the paper's). Smaller is much faster: the heads take most
             of the compute.
         submodel_depth: hidden conv layers of each default submodel (default / None: 4).
+        spec: ``DetectorSpec`` of what the caller knows (backbone, anchors, classes, ...);
+            the model's own numbers (classes, levels, sizes of the default heads) are
+            added to it.
 
     Returns:
-        keras.Model with outputs ``regression`` (B, N, 4) and ``classification`` (B, N, C)
-        (or the given submodels' outputs, in their order).
+        ``RetinaNetModel`` with outputs ``regression`` (B, N, 4) and ``classification``
+        (B, N, C) (or the given submodels' outputs, in their order) and ``.spec``.
     """
     if num_anchors is None:
         num_anchors = AnchorParameters.default.num_anchors()
@@ -227,6 +234,7 @@ def retinanet(
         submodel_depth = SUBMODEL_DEPTH
     if submodel_depth < 0:
         raise ValueError(f"submodel_depth must be >= 0, got {submodel_depth}")
+    default_heads = submodels is None
     if submodels is None:
         head_size = FEATURE_SIZE if feature_size is None else feature_size
         submodels = default_submodels(num_classes, num_anchors, head_size, submodel_depth)
@@ -249,7 +257,17 @@ def retinanet(
         _concatenate([submodel(f) for f in features], output_name, dtype="float32")
         for output_name, submodel in submodels
     ]
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    if spec is not None:
+        known = {"num_classes": num_classes, "pyramid_levels": tuple(pyramid_levels)}
+        if default_heads:
+            known.update(feature_size=FEATURE_SIZE if feature_size is None else feature_size, head_depth=submodel_depth)
+        spec = spec.replace(**known)
+        if spec.anchors is not None and spec.anchors.num_anchors() != num_anchors:
+            raise ValueError(
+                f"the anchors of the spec give {spec.anchors.num_anchors()} anchors per location, "
+                f"num_anchors is {num_anchors}"
+            )
+    return RetinaNetModel(inputs=inputs, outputs=outputs, name=name, detector_spec=spec)
 
 
 def _model_pyramid_levels(model):
@@ -303,9 +321,9 @@ def retinanet_bbox(
     name="retinanet-bbox",
     anchor_params=None,
     pyramid_levels=None,
-    nms_threshold=0.5,
-    score_threshold=0.05,
-    max_detections=300,
+    nms_threshold=constants.DEFAULT_NMS_THRESHOLD,
+    score_threshold=constants.DEFAULT_SCORE_THRESHOLD,
+    max_detections=constants.DEFAULT_MAX_DETECTIONS,
     parallel_iterations=32,
     fold_batch_norm=False,
     **kwargs,
@@ -318,8 +336,11 @@ def retinanet_bbox(
         parallel_iterations: see ``layers.FilterDetections`` (``pre_nms_top_k`` may be given
             in kwargs too).
         name: model name.
-        anchor_params: ``AnchorParameters`` of the model (default ``AnchorParameters.default``).
-        pyramid_levels: levels of the model (default: the 'P<l>' layers it has).
+        anchor_params: ``AnchorParameters`` of the model (default: those of its detector
+            spec, else ``AnchorParameters.default``); others than the spec's are a
+            ``SpecConflictError``.
+        pyramid_levels: levels of the model (default: its spec's, else the 'P<l>' layers
+            it has).
         fold_batch_norm: return an independent copy with the backbone's batch normalisation
             folded into its convolutions (``utils.model.fold_batch_normalization``): same
             detections, faster. Leave False for a model that shares weights with a training
@@ -327,18 +348,21 @@ def retinanet_bbox(
         **kwargs: passed to ``retinanet`` when ``model`` is None.
 
     Returns:
-        keras.Model: image (B, H, W, 3) -> [boxes (B, D, 4) float32, scores (B, D) float32,
-        labels (B, D) int32, *other outputs of the training model (B, D, ...)], padded with -1.
+        ``RetinaNetModel``: image (B, H, W, 3) -> [boxes (B, D, 4) float32, scores (B, D)
+        float32, labels (B, D) int32, *other outputs of the training model (B, D, ...)],
+        padded with -1; its spec is the training model's with the filter settings.
     """
     from . import assert_training_model
 
     filter_options = {"pre_nms_top_k": kwargs.pop("pre_nms_top_k")} if "pre_nms_top_k" in kwargs else {}
-    if anchor_params is None:
-        anchor_params = AnchorParameters.default
     if model is None:
+        if anchor_params is None:
+            anchor_params = AnchorParameters.default
         model = retinanet(num_anchors=anchor_params.num_anchors(), pyramid_levels=pyramid_levels, **kwargs)
     else:
         assert_training_model(model)
+    spec = model_spec(model)
+    anchor_params, pyramid_levels = _spec_anchor_settings(spec, anchor_params, pyramid_levels)
     _check_num_anchors(model, anchor_params)
 
     pyramid_levels = _model_pyramid_levels(model) if pyramid_levels is None else check_pyramid_levels(pyramid_levels)
@@ -366,5 +390,41 @@ def retinanet_bbox(
         **filter_options,
     )([boxes, classification] + other)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    inference = keras.Model(inputs=inputs, outputs=detections, name=name)
-    return fold_batch_normalization(inference) if fold_batch_norm else inference
+    if spec is not None:
+        spec = spec.replace(
+            anchors=AnchorSpec.from_parameters(anchor_params),
+            pyramid_levels=tuple(pyramid_levels),
+            filter=FilterSpec(nms, class_specific_filter, nms_threshold, score_threshold, max_detections),
+        )
+    inference = RetinaNetModel(inputs=inputs, outputs=detections, name=name, detector_spec=spec)
+    if not fold_batch_norm:
+        return inference
+    folded = fold_batch_normalization(inference)
+    if isinstance(folded, RetinaNetModel):
+        folded.spec = spec
+    return folded
+
+
+def _spec_anchor_settings(spec, anchor_params, pyramid_levels):
+    """(anchor parameters, pyramid levels) for a model: the caller's, checked against its spec.
+
+    Missing values come from the spec (anchors: else the package default; levels: None,
+    the model's own 'P<l>' layers). Values that differ from the spec's are an error.
+    """
+    saved_anchors = None if spec is None else spec.anchors
+    saved_levels = None if spec is None else spec.pyramid_levels
+    if anchor_params is None:
+        anchor_params = AnchorParameters.default if saved_anchors is None else saved_anchors.to_parameters()
+    elif saved_anchors is not None and not saved_anchors.matches(AnchorSpec.from_parameters(anchor_params)):
+        raise SpecConflictError(
+            f"anchor parameters ({AnchorSpec.from_parameters(anchor_params).describe()}) contradict the model: "
+            f"it was trained with {saved_anchors.describe()} (saved in its detector spec)"
+        )
+    if pyramid_levels is None:
+        pyramid_levels = saved_levels
+    elif saved_levels is not None and tuple(check_pyramid_levels(pyramid_levels)) != tuple(saved_levels):
+        raise SpecConflictError(
+            f"pyramid levels {list(pyramid_levels)} contradict the model: it was trained with levels "
+            f"{list(saved_levels)} (saved in its detector spec)"
+        )
+    return anchor_params, pyramid_levels

@@ -52,7 +52,9 @@ def vgg_retinanet(num_classes, backbone="vgg16", inputs=None, modifier=None, wei
         return _APPLICATIONS[backbone](input_tensor=input_tensor, include_top=False, weights=weights)
 
     layer_names = dict(zip(("C2", "C3", "C4", "C5"), _LAYER_NAMES))
-    return application_retinanet(num_classes, application, layer_names, inputs=inputs, modifier=modifier, **kwargs)
+    return application_retinanet(
+        num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs
+    )
 
 
 BACKBONE_CLASSES = (VGGBackbone,)

@@ -4,9 +4,13 @@ A subclass (CSV, COCO, Pascal VOC, or your own) says where images and boxes come
 (``size``, ``load_image``, ``load_annotations``, the class names); this class turns a
 group of image indices into a training batch:
 
-    load images and annotations -> drop invalid boxes -> visual effect -> affine transform
-    -> resize -> preprocess -> pad to the batch's largest image (rounded up to a multiple
-    of the largest anchor stride) -> anchor targets on the padded shape
+    per image (``load_training_image``): load image and annotations -> drop invalid boxes
+    -> visual effect -> affine transform -> resize -> preprocess
+    per batch: pad to the batch's largest image (rounded up to a multiple of the largest
+    anchor stride) -> anchor targets on the padded shape
+
+``load_training_image`` is the one per-image training step: ``Generator[i]``, the tf.data
+pipeline (``preprocessing.pipeline``) and ``retinanet-debug`` (``inspection``) all call it.
 
 ``Generator[i]`` returns ``(inputs, [regression, labels])`` for group ``i`` with
 ``inputs`` (B, H, W, 3) float32, ``regression`` (B, N, 4 + 1) and ``labels`` (B, N, C + 1)
@@ -15,9 +19,12 @@ float32 (last column: anchor state -1 ignore / 0 negative / 1 positive). For tra
 """
 import random
 import warnings
+from typing import NamedTuple
 
 import keras
 import numpy as np
+
+from ..constants import DEFAULT_IMAGE_MAX_SIDE, DEFAULT_IMAGE_MIN_SIDE
 
 from ..utils.anchors import (
     DEFAULT_PYRAMID_LEVELS,
@@ -26,7 +33,7 @@ from ..utils.anchors import (
     anchors_for_shape,
     guess_shapes,
 )
-from ..utils.config import parse_anchor_parameters, parse_pyramid_levels, read_config_file
+from ..utils.config import anchor_settings, read_config_file
 from ..utils.image import (
     TransformParameters,
     adjust_transform_for_image,
@@ -40,6 +47,23 @@ GROUP_METHODS = ("none", "random", "ratio")
 # Batches are padded to a multiple of this (the default largest anchor stride, P7), so that
 # every backbone's feature maps have exactly guess_shapes' sizes.
 PADDING_MULTIPLE = 128
+# ``load_training_image``'s default for its augmentation: draw from the generator's own generators.
+DRAW = "draw"
+
+
+class TrainingImage(NamedTuple):
+    """One image as a training step sees it.
+
+    image: (H, W, 3) float32 after resizing and preprocessing (uint8, not preprocessed,
+    with ``preprocess=False``); annotations: dict with ``bboxes`` (K, 4) float64 x1, y1,
+    x2, y2 in that image and ``labels`` (K,); scale: the resize factor; dropped: how many
+    annotation boxes were dropped as invalid (empty, or outside the image).
+    """
+
+    image: np.ndarray
+    annotations: dict
+    scale: float
+    dropped: int
 
 
 class Generator(keras.utils.PyDataset):
@@ -63,6 +87,8 @@ class Generator(keras.utils.PyDataset):
         config: ``configparser.ConfigParser`` from ``read_config_file`` (or its path), for
             ``[anchor_parameters]`` and ``[pyramid_levels]``.
         seed: seed of the group order ('random' grouping, shuffling); None: not repeatable.
+        anchor_params, pyramid_levels: the anchors and levels to build targets for (e.g.
+            from a model's detector spec); they take the place of the config's.
         **kwargs: ``keras.utils.PyDataset`` arguments (workers, use_multiprocessing, max_queue_size).
     """
 
@@ -73,8 +99,8 @@ class Generator(keras.utils.PyDataset):
         batch_size=1,
         group_method="ratio",
         shuffle_groups=True,
-        image_min_side=800,
-        image_max_side=1333,
+        image_min_side=DEFAULT_IMAGE_MIN_SIDE,
+        image_max_side=DEFAULT_IMAGE_MAX_SIDE,
         no_resize=False,
         transform_parameters=None,
         compute_anchor_targets=anchor_targets_bbox,
@@ -82,6 +108,8 @@ class Generator(keras.utils.PyDataset):
         preprocess_image=preprocess_image,
         config=None,
         seed=None,
+        anchor_params=None,
+        pyramid_levels=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,12 +136,9 @@ class Generator(keras.utils.PyDataset):
         if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
             config = read_config_file(config)
         self.config = config
-        self.anchor_params = None
-        self.pyramid_levels = None
-        if config is not None and "anchor_parameters" in config:
-            self.anchor_params = parse_anchor_parameters(config)
-        if config is not None and "pyramid_levels" in config:
-            self.pyramid_levels = parse_pyramid_levels(config)
+        config_anchors, config_levels = anchor_settings(config)
+        self.anchor_params = config_anchors if anchor_params is None else anchor_params
+        self.pyramid_levels = config_levels if pyramid_levels is None else list(pyramid_levels)
         levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
         self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
         self._rng = random.Random(seed)
@@ -327,14 +352,55 @@ class Generator(keras.utils.PyDataset):
         batches = self.compute_anchor_targets(anchors, image_group, annotations_group, self.num_classes())
         return list(batches)
 
-    def compute_input_output(self, group):
-        """(inputs, targets) of a group of image indices."""
+    def load_training_image(self, image_index, visual_effect=DRAW, transform=DRAW, preprocess=True):
+        """One image through the training steps: the per-image step of every training path.
+
+        Load the image and its annotations, drop invalid boxes (with a warning), apply the
+        visual effect and the affine transform, resize, preprocess.
+
+        Args:
+            image_index: index of the image.
+            visual_effect: a ``VisualEffect``; None for none; ``DRAW`` (default) for the
+                next of ``visual_effect_generator`` (none if it is None).
+            transform: a (3, 3) transform as ``transform_generator`` yields it (adjusted to
+                the image here); None for none; ``DRAW`` for the next of
+                ``transform_generator`` (none if it is None).
+            preprocess: False keeps the resized image as uint8 BGR (for drawing).
+
+        Returns:
+            ``TrainingImage``.
+        """
+        group = [image_index]
         image_group = self.load_image_group(group)
         annotations_group = self.load_annotations_group(group)
+        count = len(annotations_group[0]["bboxes"])
         image_group, annotations_group = self.filter_annotations(image_group, annotations_group, group)
-        image_group, annotations_group = self.random_visual_effect_group(image_group, annotations_group)
-        image_group, annotations_group = self.random_transform_group(image_group, annotations_group)
-        image_group, annotations_group = self.preprocess_group(image_group, annotations_group)
+        image, annotations = image_group[0], annotations_group[0]
+        dropped = count - len(annotations["bboxes"])
+
+        if isinstance(visual_effect, str) and visual_effect == DRAW:
+            generator = self.visual_effect_generator
+            visual_effect = None if generator is None else next(generator)
+        if visual_effect is not None:
+            image = visual_effect(image)
+        if isinstance(transform, str) and transform == DRAW:
+            transform = None if self.transform_generator is None else next(self.transform_generator)
+        if transform is not None:
+            transform = adjust_transform_for_image(transform, image, self.transform_parameters.relative_translation)
+            image, annotations = self.random_transform_group_entry(image, annotations, transform)
+
+        image, scale = self.resize_image(image)
+        annotations = dict(annotations)
+        annotations["bboxes"] = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4) * scale
+        if preprocess:
+            image = np.asarray(self.preprocess_image(image), dtype=np.float32)
+        return TrainingImage(image, annotations, float(scale), dropped)
+
+    def compute_input_output(self, group):
+        """(inputs, targets) of a group of image indices (``load_training_image`` for each)."""
+        entries = [self.load_training_image(image_index) for image_index in group]
+        image_group = [entry.image for entry in entries]
+        annotations_group = [entry.annotations for entry in entries]
         inputs = self.compute_inputs(image_group)
         targets = self.compute_targets(image_group, annotations_group)
         return inputs, targets

@@ -29,8 +29,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ..utils.image import adjust_transform_for_image
-
 _IDENTITY = np.eye(3, dtype=np.float64)
 
 
@@ -153,30 +151,22 @@ def _source(generator, shuffle, rng, effects):
 
 
 def _load_entry(generator, effects, image_index, effect_id, transform, has_transform):
-    """One image through the generator's steps, as ``Generator.compute_input_output`` runs them.
+    """One image through ``Generator.load_training_image`` with the pre-drawn augmentation.
 
     Returns:
         image: (H, W, 3) float32, resized and preprocessed.
         annotations: dict with ``bboxes`` (K, 4) and ``labels`` (K,), moved with the image.
     """
-    group = [int(image_index)]
-    image_group = generator.load_image_group(group)
-    annotations_group = generator.load_annotations_group(group)
-    image_group, annotations_group = generator.filter_annotations(image_group, annotations_group, group)
-    image, annotations = image_group[0], annotations_group[0]
-    if effect_id >= 0:
-        image = effects.pop(effect_id)(image)
-    if has_transform:
-        transform = adjust_transform_for_image(
-            transform, image, generator.transform_parameters.relative_translation
-        )
-        image, annotations = generator.random_transform_group_entry(image, annotations, transform)
-    image, annotations = generator.preprocess_group_entry(image, annotations)
-    return np.asarray(image, dtype=np.float32), annotations
+    entry = generator.load_training_image(
+        int(image_index),
+        visual_effect=effects.pop(effect_id) if effect_id >= 0 else None,
+        transform=transform if has_transform else None,
+    )
+    return entry.image, entry.annotations
 
 
 def _load_batch(generator, effects, image_indices, effect_ids, transforms, has_transform):
-    """One batch (runs in tf.numpy_function): ``Generator.compute_input_output`` with pre-drawn augmentation.
+    """One batch (runs in tf.numpy_function): what ``Generator.compute_input_output`` computes, with pre-drawn augmentation.
 
     Returns:
         images (B, H, W, 3), regression (B, N, 5) and labels (B, N, C + 1), float32.

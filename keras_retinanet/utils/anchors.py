@@ -238,9 +238,7 @@ DEFAULT_NEGATIVE_OVERLAP = 0.4
 DEFAULT_POSITIVE_OVERLAP = 0.5
 
 # Anchor states, stored in the last column of the regression and classification targets.
-ANCHOR_IGNORE = -1
-ANCHOR_NEGATIVE = 0
-ANCHOR_POSITIVE = 1
+from ..constants import ANCHOR_IGNORE, ANCHOR_NEGATIVE, ANCHOR_POSITIVE  # noqa: E402,F401
 
 
 def _check_overlaps(negative_overlap, positive_overlap):

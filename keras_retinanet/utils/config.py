@@ -132,3 +132,25 @@ def parse_pyramid_levels(config):
                 f"{len(levels)} levels but [{ANCHOR_SECTION}] gives only {len(sizes)} sizes"
             )
     return levels
+
+
+def anchor_settings(config):
+    """(anchor parameters or None, pyramid levels or None) of a config file: the one reader for every caller.
+
+    Args:
+        config: None, the path of a config.ini, or a parser from ``read_config_file``.
+
+    Returns:
+        (``AnchorParameters`` if the file has ``[anchor_parameters]`` else None,
+        list of levels if it has ``[pyramid_levels]`` else None).
+
+    Raises:
+        FileNotFoundError, ValueError: see ``read_config_file``.
+    """
+    if config is None:
+        return None, None
+    if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
+        config = read_config_file(os.fspath(config))
+    anchor_params = parse_anchor_parameters(config) if ANCHOR_SECTION in config else None
+    pyramid_levels = parse_pyramid_levels(config) if PYRAMID_SECTION in config else None
+    return anchor_params, pyramid_levels

@@ -16,18 +16,18 @@ Two stages, usable separately:
 """
 import os
 import re
-import time
 from collections import namedtuple
 
 import cv2
 import numpy as np
 
+from keras_retinanet import constants
 from keras_retinanet.utils.compute_overlap import compute_overlap
 from keras_retinanet.utils.visualization import draw_annotations, draw_detections, plot_precision_recall
 
-DEFAULT_IOU_THRESHOLD = 0.5
-DEFAULT_SCORE_THRESHOLD = 0.05
-DEFAULT_MAX_DETECTIONS = 100
+DEFAULT_IOU_THRESHOLD = constants.DEFAULT_IOU_THRESHOLD
+DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
+DEFAULT_MAX_DETECTIONS = constants.DEFAULT_EVAL_MAX_DETECTIONS
 PRECISION_RECALL_FOLDER = "precision_recall"
 
 PrecisionRecallCurve = namedtuple("PrecisionRecallCurve", ["recall", "precision", "scores", "num_annotations"])
@@ -234,54 +234,6 @@ def weighted_mean_average_precision(average_precisions):
 # --------------------------------------------------------------------------------------
 
 
-def _pad_batch(images):
-    """Stack (H_i, W_i, C) images into (B, max H, max W, C) float32, zero padded bottom-right."""
-    height = max(image.shape[0] for image in images)
-    width = max(image.shape[1] for image in images)
-    batch = np.zeros((len(images), height, width, images[0].shape[2]), dtype=np.float32)
-    for index, image in enumerate(images):
-        batch[index, : image.shape[0], : image.shape[1]] = image
-    return batch
-
-
-def _model_outputs(outputs):
-    """(boxes (B, D, 4), scores (B, D), labels (B, D)) numpy arrays from predict_on_batch."""
-    if not isinstance(outputs, (list, tuple)) or len(outputs) < 3:
-        found = f"{len(outputs)} outputs" if isinstance(outputs, (list, tuple)) else "a single output"
-        raise ValueError(
-            "the model must be an inference model returning [boxes, scores, labels] "
-            f"(found {found}); convert a training model with keras_retinanet.models.convert_model"
-        )
-    boxes, scores, labels = (np.asarray(output) for output in outputs[:3])
-    if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or labels.shape != boxes.shape[:2]:
-        raise ValueError(
-            "the model must return boxes (B, D, 4), scores (B, D) and labels (B, D); got shapes "
-            f"{boxes.shape}, {scores.shape}, {labels.shape} (is it a training model? convert it first)"
-        )
-    return boxes, scores, labels
-
-
-def _select_detections(boxes, scores, labels, image_shape, scale, score_threshold, max_detections):
-    """One image's detections above the threshold, best first, in original-image pixels.
-
-    Args:
-        boxes: (D, 4) in the resized image; scores, labels: (D,) (padding has score -1).
-        image_shape: (H, W) of the resized image (boxes are clipped to it, which matters
-            only when the batch was padded).
-        scale: resize factor applied to the original image.
-
-    Returns:
-        boxes (K, 4), scores (K,), labels (K,) int64, K <= max_detections.
-    """
-    keep = np.flatnonzero(scores > score_threshold)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_detections]
-    height, width = image_shape
-    kept_boxes = boxes[keep].astype(np.float64)
-    kept_boxes[:, [0, 2]] = kept_boxes[:, [0, 2]].clip(0, width)
-    kept_boxes[:, [1, 3]] = kept_boxes[:, [1, 3]].clip(0, height)
-    return kept_boxes / scale, scores[keep].astype(np.float64), labels[keep].astype(np.int64)
-
-
 def _get_detections(
     generator,
     model,
@@ -291,31 +243,40 @@ def _get_detections(
     batch_size=1,
     progress=True,
 ):
-    """Run an inference model over every image of a generator.
+    """Run a detector over every image of a generator.
 
-    Each image is loaded, ``generator.preprocess_image``-d and ``generator.resize_image``-d;
-    ``batch_size`` images are zero-padded to the largest and passed to
-    ``model.predict_on_batch``; boxes are scaled back by 1 / scale.
+    The one path from images to detections (``inference.Detector.predict_batch``): for a
+    bare inference model, each image is ``generator.preprocess_image``-d and
+    ``generator.resize_image``-d, ``batch_size`` images are zero-padded to the largest and
+    passed to ``model.predict_on_batch``, and boxes are scaled back by 1 / scale. A
+    ``Detector`` (``inference.load_detector``) brings its own preprocessing and sizes.
+    Boxes are matched as the model returns them: only boxes of an image padded in its
+    batch are clipped, to that image.
 
     Args:
-        generator: Generator-like (size, num_classes, load_image, preprocess_image,
-            resize_image; load_annotations and label_to_name when save_path is given).
-        model: inference model: predict_on_batch -> [boxes (B, D, 4), scores (B, D), labels (B, D)].
+        generator: Generator-like (size, num_classes, load_image; preprocess_image and
+            resize_image for a bare model; load_annotations and label_to_name when
+            save_path is given).
+        model: an ``inference.Detector``, or an inference model: predict_on_batch ->
+            [boxes (B, D, 4), scores (B, D), labels (B, D)].
         score_threshold: keep detections with a higher score.
-        max_detections: keep at most this many per image (the best).
+        max_detections: keep at most this many per image (the best; None: all).
         save_path: folder to write ``<index>.png`` with ground truth and detections drawn.
-        batch_size: images per predict_on_batch call.
+        batch_size: images per model call.
         progress: show a tqdm progress bar.
 
     Returns:
         all_detections[image][label] = (K, 5) x1, y1, x2, y2, score (score descending);
-        inference_times: (num_images,) seconds of predict_on_batch per image (a batch's
-        time divided among its images).
+        inference_times: (num_images,) seconds in the model per image (a batch's time
+        divided among its images).
     """
     from tqdm import tqdm
 
+    from keras_retinanet.inference import as_detector
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    detector = as_detector(model, generator, batch_size)
     if save_path is not None:
         os.makedirs(save_path, exist_ok=True)
     num_images, num_classes = generator.size(), generator.num_classes()
@@ -325,35 +286,23 @@ def _get_detections(
     with tqdm(total=num_images, desc="Running network", unit="image", disable=not progress) as bar:
         for batch_start in range(0, num_images, batch_size):
             indices = range(batch_start, min(batch_start + batch_size, num_images))
-            raw_images, inputs, scales = [], [], []
-            for index in indices:
-                raw_image = generator.load_image(index)
-                image = generator.preprocess_image(raw_image.copy())
-                image, scale = generator.resize_image(image)
-                raw_images.append(raw_image)
-                inputs.append(image)
-                scales.append(scale)
-
-            start = time.perf_counter()
-            outputs = model.predict_on_batch(_pad_batch(inputs))
-            elapsed = time.perf_counter() - start
-            boxes, scores, labels = _model_outputs(outputs)
-
-            for position, index in enumerate(indices):
-                image_boxes, image_scores, image_labels = _select_detections(
-                    boxes[position], scores[position], labels[position], inputs[position].shape[:2],
-                    scales[position], score_threshold, max_detections,
+            raw_images = [generator.load_image(index) for index in indices]
+            results = detector.predict_batch(
+                raw_images, score_threshold=score_threshold, max_detections=max_detections, clip_boxes=False
+            )
+            for position, (index, detections) in enumerate(zip(indices, results)):
+                rows = np.concatenate(
+                    [detections.boxes.astype(np.float64), detections.scores[:, None].astype(np.float64)], axis=1
                 )
-                detections = np.concatenate([image_boxes, image_scores[:, None]], axis=1)
                 for label in range(num_classes):
-                    all_detections[index][label] = detections[image_labels == label]
-                inference_times[index] = elapsed / len(indices)
+                    all_detections[index][label] = rows[detections.labels == label]
+                inference_times[index] = detector.last_inference_seconds / len(indices)
 
                 if save_path is not None:
                     canvas = np.ascontiguousarray(raw_images[position], dtype=np.uint8)
                     draw_annotations(canvas, generator.load_annotations(index), label_to_name=generator.label_to_name)
                     draw_detections(
-                        canvas, image_boxes, image_scores, image_labels,
+                        canvas, detections.boxes, detections.scores, detections.labels,
                         label_to_name=generator.label_to_name, score_threshold=score_threshold,
                     )
                     cv2.imwrite(os.path.join(save_path, f"{index}.png"), canvas)
@@ -427,14 +376,15 @@ def evaluate(
     Args:
         generator: Generator-like (see ``_get_detections``), also ``has_label`` and
             ``load_annotations``.
-        model: inference model returning [boxes, scores, labels] (see ``_get_detections``).
+        model: ``inference.Detector`` or inference model returning [boxes, scores, labels]
+            (see ``_get_detections``).
         iou_threshold: minimum IoU of a true positive.
         score_threshold: detections with a lower score are ignored.
         max_detections: best detections kept per image.
         save_path: if given, each image with ground truth (green, caption below) and
             detections (class colour, ``name: score`` above) drawn as ``<index>.png``, and a
             precision-recall plot per class in ``precision_recall/``.
-        batch_size: images per predict_on_batch call.
+        batch_size: images per model call.
         progress: show a progress bar.
 
     Returns:

@@ -4,6 +4,7 @@ import os
 import cv2
 import numpy as np
 
+from ..constants import DEFAULT_IMAGE_MAX_SIDE, DEFAULT_IMAGE_MIN_SIDE
 from .transform import change_transform_origin
 
 # ImageNet channel means in BGR order, as subtracted by caffe-style backbones (ResNet, VGG).
@@ -79,7 +80,7 @@ def read_image_size(path):
     return height, width
 
 
-def compute_resize_scale(image_shape, min_side=800, max_side=1333):
+def compute_resize_scale(image_shape, min_side=DEFAULT_IMAGE_MIN_SIDE, max_side=DEFAULT_IMAGE_MAX_SIDE):
     """Scale that brings the short side to ``min_side`` unless the long side would pass ``max_side``.
 
     Args:
@@ -97,7 +98,7 @@ def compute_resize_scale(image_shape, min_side=800, max_side=1333):
     return scale
 
 
-def resize_image(img, min_side=800, max_side=1333):
+def resize_image(img, min_side=DEFAULT_IMAGE_MIN_SIDE, max_side=DEFAULT_IMAGE_MAX_SIDE):
     """Resize (bilinear) by ``compute_resize_scale``.
 
     Args:

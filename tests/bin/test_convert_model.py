@@ -170,7 +170,7 @@ def test_bad_input_gives_one_line_and_exit_1(snapshot, tmp_path, capsys):
     model, _ = load_inference_model(str(snapshot), backbone=BACKBONE)
     model.save(str(inference))
     message = _error(capsys, [str(inference), str(tmp_path / "again.keras"), "--backbone", BACKBONE])
-    assert message.startswith(f"retinanet-convert-model: error: {inference} is not a training model")
+    assert message == f"retinanet-convert-model: error: {inference} is an inference model already: nothing to convert to .keras"
     assert "inference model already" in message
 
     not_a_model = tmp_path / "notes.keras"

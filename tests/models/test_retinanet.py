@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_retinanet import losses, models
+from keras_retinanet.errors import SpecConflictError
 from keras_retinanet.models import retinanet
 from keras_retinanet.utils.anchors import AnchorParameters, anchors_for_shape
 
@@ -99,8 +100,14 @@ def test_anchor_parameter_mismatch_is_reported(small_model):
                                    ratios=[1.0, 2.0], scales=[1.0])
     with pytest.raises(ValueError, match="predicts 9 anchors per location but the anchor parameters give 2"):
         models.convert_model(small_model, anchor_params=two_anchors)
-    with pytest.raises(ValueError, match="pyramid levels \\[2, 3\\] do not match the model"):
+    # the model's detector spec records its levels: others are a conflict naming both
+    with pytest.raises(SpecConflictError, match=r"pyramid levels \[2, 3\] contradict the model: it was trained "
+                                                r"with levels \[3, 4, 5, 6, 7\]"):
         models.convert_model(small_model, pyramid_levels=[2, 3])
+    # without a spec, the levels are checked against the model's P<l> layers
+    no_spec = keras.Model(small_model.inputs, small_model.outputs)
+    with pytest.raises(ValueError, match="pyramid levels \\[2, 3\\] do not match the model"):
+        models.convert_model(no_spec, pyramid_levels=[2, 3])
     with pytest.raises(ValueError, match="5 sizes for 6 pyramid levels"):
         model = models.backbone("resnet50").retinanet(NUM_CLASSES, pyramid_levels=[2, 3, 4, 5, 6, 7])
         models.convert_model(model)

@@ -75,6 +75,27 @@ def format_from_path(path, format=None):
     return SUFFIX_FORMATS[suffix]
 
 
+def model_file_format(path):
+    """The format of an existing model file or SavedModel directory.
+
+    Raises:
+        ModelLoadError: the path does not exist, or is no model format (suffix, or a
+            file where a SavedModel directory is expected).
+    """
+    from .errors import ModelLoadError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model not found: {path}")
+    try:
+        format = format_from_path(path)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    if format == "saved_model" and not os.path.isdir(path):
+        raise ModelLoadError(f"{path} is neither a model file (.keras, .tflite, .onnx) nor a SavedModel directory")
+    return format
+
+
 def preprocess_graph(images, mode):
     """``utils.image.preprocess_image`` as graph ops: (B, H, W, 3) BGR -> float32."""
     import tensorflow as tf

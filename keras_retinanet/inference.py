@@ -39,7 +39,7 @@ import numpy as np
 
 from . import constants
 from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # noqa: F401 (public names)
-from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, format_from_path
+from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, model_file_format
 from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
 from .utils.image import preprocess_image, read_image_bgr, resize_image
 
@@ -678,7 +678,12 @@ def open_keras_model(
     needed = FIXED_FIELDS + RESIZE_FIELDS
     if not is_training:  # anchors and levels are in the graph: checked if given, never assumed
         needed = tuple(f for f in needed if f not in ("anchors", "pyramid_levels") or given.get(f) is not None)
-    recipe = resolve_recipe(models.model_spec(model), given, needed=needed, source=path, flag_names=flag_names)
+    saved = models.model_spec(model)
+    if is_training and (saved is None or saved.pyramid_levels is None):  # the graph shows its levels
+        from .models.retinanet import _model_pyramid_levels
+
+        saved = (saved or DetectorSpec()).replace(pyramid_levels=tuple(_model_pyramid_levels(model)))
+    recipe = resolve_recipe(saved, given, needed=needed, source=path, flag_names=flag_names)
     spec = _complete_preprocessing(recipe.spec)
     recipe = dataclasses.replace(recipe, spec=spec)
     if not is_training:
@@ -819,14 +824,7 @@ def load_detector(
         SpecError: the model's spec is malformed.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelLoadError(f"model not found: {path}")
-    try:
-        format = format_from_path(path)
-    except ValueError as error:
-        raise ModelLoadError(str(error)) from None
-    if format == "saved_model" and not os.path.isdir(path):
-        raise ModelLoadError(f"{path} is neither a model file (.keras, .tflite, .onnx) nor a SavedModel directory")
+    format = model_file_format(path)
     given = dict(
         recipe_from_config(config), backbone=backbone, class_names=class_names,
         image_min_side=image_min_side, image_max_side=image_max_side, no_resize=no_resize,

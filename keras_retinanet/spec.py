@@ -185,6 +185,12 @@ class DetectorSpec:
     export: ExportSpec = None
 
     def __post_init__(self):
+        for field in ("num_classes", "image_min_side", "image_max_side", "feature_size", "head_depth"):
+            value = getattr(self, field)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                    raise SpecError(f"detector spec field {field!r}: expected an integer, got {value!r}")
+                object.__setattr__(self, field, int(value))
         if self.class_names is not None:
             names = tuple(None if name is None else str(name) for name in self.class_names)
             object.__setattr__(self, "class_names", names)
@@ -194,12 +200,6 @@ class DetectorSpec:
                 raise SpecError(f"detector spec: {len(names)} class names for {self.num_classes} classes")
         if self.pyramid_levels is not None:
             object.__setattr__(self, "pyramid_levels", _tuple(self.pyramid_levels, int, "pyramid_levels"))
-        for field in ("num_classes", "image_min_side", "image_max_side", "feature_size", "head_depth"):
-            value = getattr(self, field)
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-                    raise SpecError(f"detector spec field {field!r}: expected an integer, got {value!r}")
-                object.__setattr__(self, field, int(value))
         if self.no_resize is not None:
             object.__setattr__(self, "no_resize", bool(self.no_resize))
         for field, kind in (("anchors", AnchorSpec), ("filter", FilterSpec), ("export", ExportSpec)):
@@ -323,16 +323,9 @@ def read_spec(path):
         ModelLoadError: missing or unreadable file.
         SpecError: malformed spec.
     """
-    from .errors import ModelLoadError
-    from .export import format_from_path, read_export_spec
+    from .export import model_file_format, read_export_spec
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelLoadError(f"model not found: {path}")
-    try:
-        format = format_from_path(path)
-    except ValueError as error:
-        raise ModelLoadError(str(error)) from None
+    format = model_file_format(path)
     if format == "keras":
         return read_keras_spec(path)
     return read_export_spec(path, format)
@@ -365,6 +358,14 @@ def _describe(field, value):
     return str(value)
 
 
+def _conflict_message(name, field, given, saved, source):
+    """'<name> <given> contradicts <source>: it was made with <field> <saved> (saved in its detector spec)'."""
+    return (
+        f"{name} {_describe(field, given)} contradicts {source}: it was made with "
+        f"{DEFAULT_FLAG_NAMES[field]} {_describe(field, saved)} (saved in its detector spec)"
+    )
+
+
 def _agrees(field, saved, given):
     if field == "anchors":
         return saved.matches(given)
@@ -380,7 +381,7 @@ def _class_names_agree(saved, given):
     return all(a == b for a, b in zip(saved, given) if a is not None and b is not None)
 
 
-def check_class_names(spec, class_names, source="the model", what="the dataset's classes"):
+def check_class_names(spec, class_names, source="the model", what="the dataset's class list"):
     """Raise ``SpecConflictError`` if ``class_names`` (by label) disagree with the spec's.
 
     Labels named by both must have the same name, and ``class_names`` may not use a label
@@ -391,10 +392,7 @@ def check_class_names(spec, class_names, source="the model", what="the dataset's
         return
     given = tuple(None if name is None else str(name) for name in class_names)
     if not _class_names_agree(spec.class_names, given):
-        raise SpecConflictError(
-            f"{what} {_describe('class_names', given)} (by label) contradict {source}: it was trained with "
-            f"classes {_describe('class_names', spec.class_names)} (saved in its detector spec)"
-        )
+        raise SpecConflictError(_conflict_message(what, "class_names", given, spec.class_names, source))
 
 
 def class_names_of(generator):
@@ -485,10 +483,7 @@ def resolve_recipe(spec, given=None, needed=FIXED_FIELDS + RESIZE_FIELDS, fixed=
             changes[field] = value
             continue
         if field in fixed:
-            raise SpecConflictError(
-                f"{names[field]} {_describe(field, value)} contradicts {source}: it was made with "
-                f"{DEFAULT_FLAG_NAMES[field]} {_describe(field, saved)} (saved in its detector spec)"
-            )
+            raise SpecConflictError(_conflict_message(names[field], field, value, saved, source))
         changes[field] = value
         notes.append(
             f"{DEFAULT_FLAG_NAMES[field].replace('_', ' ')}: {_describe(field, saved)} saved in {source}, "
@@ -518,5 +513,6 @@ def _assumed_note(spec, assumed, resolved, source, names):
         else:
             descriptions.append(f"{DEFAULT_FLAG_NAMES[field]} {_describe(field, getattr(resolved, field))}")
     flags = sorted({names[field] for field in assumed if field != "no_resize"})
-    what = "has no detector spec" if spec == DetectorSpec() else "does not record everything"
+    empty = all(getattr(spec, field) is None for field in ("backbone", "class_names", "anchors", "image_min_side"))
+    what = "has no detector spec" if empty else "does not record everything"
     return f"{source} {what}: assumed {', '.join(descriptions)} (give {', '.join(flags)} if it was made otherwise)"

@@ -76,7 +76,7 @@ TRAIN_FLAGS = {
     "backbone": "--backbone",
     "anchors": "--config",
     "pyramid_levels": "--config",
-    "class_names": "the training set's classes",
+    "class_names": "the training set's class list",
     "image_min_side": "--image-min-side",
     "image_max_side": "--image-max-side",
     "no_resize": "--no-resize",
@@ -392,7 +392,7 @@ def prepare(args):
             model = _load_snapshot(args.snapshot)
             saved = models.model_spec(model)
             try:
-                check_class_names(saved, class_names, source=args.snapshot, what="the training set's classes")
+                check_class_names(saved, class_names, source=args.snapshot, what="the training set's class list")
             except SpecConflictError as error:
                 raise SetupError(str(error)) from None
             if saved is None and model.output_shape[1][-1] != train_generator.num_classes():

@@ -29,15 +29,14 @@ $BIN/retinanet-train --no-weights --backbone $BACKBONE --feature-size 64 --batch
     --snapshot-path "$OUT/snapshots" --tensorboard-dir "$OUT/logs" --seed 0 \
     csv "$DATA/train.csv" "$DATA/classes.csv" --val-annotations "$DATA/val.csv"
 
+# No --backbone, --config, --classes or size flags from here on: the snapshot carries its recipe.
 echo "== 3/4 retinanet-evaluate on the held-out split -> $OUT/evaluation"
-$BIN/retinanet-evaluate --convert-model --backbone $BACKBONE \
-    --image-min-side $SIZE --image-max-side $SIZE --metric all \
+$BIN/retinanet-evaluate --metric all \
     --save-path "$OUT/evaluation" --json "$OUT/evaluation/figures.json" \
     csv "$DATA/val.csv" "$DATA/classes.csv" "$SNAPSHOT"
 
 echo "== 4/4 retinanet-predict: detections drawn on images -> $OUT/predictions"
-$BIN/retinanet-predict --backbone $BACKBONE --classes "$DATA/classes.csv" \
-    --image-min-side $SIZE --image-max-side $SIZE --score-threshold 0.3 \
+$BIN/retinanet-predict --score-threshold 0.3 \
     --output-dir "$OUT/predictions" --csv "$OUT/predictions/detections.csv" \
     "$SNAPSHOT" "$DATA/images/val_*.png"
 

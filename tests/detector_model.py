@@ -33,10 +33,8 @@ def _conv_layers(model):
             yield layer
 
 
-def training_model(seed=0, backbone=BACKBONE, num_classes=NUM_CLASSES):
-    """A training model (random backbone) with He-initialised convolution kernels."""
-    keras.utils.set_random_seed(seed)
-    model = models.backbone(backbone).retinanet(num_classes)
+def he_initialise(model, seed=0):
+    """Give ``model``'s convolutions He-initialised kernels (in place; see the module docstring)."""
     rng = np.random.default_rng(seed)
     for layer in _conv_layers(model):
         weights = layer.get_weights()
@@ -45,3 +43,9 @@ def training_model(seed=0, backbone=BACKBONE, num_classes=NUM_CLASSES):
             weights[1] = np.zeros_like(weights[1])
         layer.set_weights(weights)
     return model
+
+
+def training_model(seed=0, backbone=BACKBONE, num_classes=NUM_CLASSES):
+    """A training model (random backbone) with He-initialised convolution kernels."""
+    keras.utils.set_random_seed(seed)
+    return he_initialise(models.backbone(backbone).retinanet(num_classes), seed)

@@ -32,3 +32,19 @@ def test_importing_the_package_is_enough_to_load_snapshots(tmp_path):
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["(1,", "300,", "4)", "FilterDetections"]
+
+
+def test_importing_the_package_does_not_import_tensorflow():
+    script = textwrap.dedent(
+        """
+        import sys
+        import keras_retinanet
+        from keras_retinanet import constants, errors, spec
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+        from keras_retinanet import models
+        print("tensorflow" in sys.modules)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "False", "True"]

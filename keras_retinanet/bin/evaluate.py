@@ -37,7 +37,7 @@ RECIPE_NOTE = """the model's detector spec gives its backbone, anchors, image si
 --backbone and --config are only for older models (and must agree with the spec);
 --image-min-side / --image-max-side evaluate at other sizes (a note says so)."""
 # how messages name the values this tool passes to the library
-FLAG_NAMES = dict(RECIPE_FLAGS, class_names="the dataset's classes")
+FLAG_NAMES = dict(RECIPE_FLAGS, class_names="the dataset's class list")
 
 
 def _add_options(parser, suppress):

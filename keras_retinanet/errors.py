@@ -20,7 +20,22 @@ class SpecConflictError(ValueError):
     """
 
 
-def first_line(error):
-    """The first line of an exception's message (its type name if the message is empty)."""
+class OutputError(OSError):
+    """An output cannot be written: it is an input, it exists and may not be replaced, or its place is not writable.
+
+    Raised before any work starts where possible; the message names the path.
+    """
+
+
+def first_line(error, max_length=None):
+    """The first line of an exception's message (its type name if the message is empty).
+
+    Args:
+        max_length: a longer line is cut to its first sentence (library errors that
+            dump a whole config, e.g. Keras' deserialisation errors).
+    """
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    if max_length is not None and len(line) > max_length:
+        line = line.split(". ")[0]
+    return line

@@ -426,25 +426,52 @@ def export_model(
         spec: ``DetectorSpec`` the file carries (default: the model's own ``spec``).
         **graph_options: ``detection_graph`` options.
 
+    The output is written atomically (``utils.files.write_atomically``): a failure
+    mid-way (e.g. a full disk, an ``OutputError``) leaves a previous file at ``path`` intact.
+
     Returns:
         The format written.
     """
+    from .utils.files import write_atomically
+
     format = format_from_path(path, format)
     if spec is None:
         spec = getattr(model, "spec", None)
-    if format == "keras":
-        if not os.fspath(path).endswith(".keras"):
-            raise ExportError(f"a Keras model file must end with .keras, got {path}")
-        if spec is not None and getattr(model, "spec", None) != spec:
-            model.spec = spec
-        model.save(os.fspath(path))
-    elif format == "saved_model":
-        export_saved_model(model, path, preprocess_mode, spec=spec, **graph_options)
-    elif format == "tflite":
-        export_tflite(model, path, preprocess_mode, input_size, input_dtype=input_dtype, spec=spec, **graph_options)
-    else:
-        export_onnx(model, path, preprocess_mode, input_dtype=input_dtype, opset=opset, spec=spec, **graph_options)
+    if format == "keras" and not os.fspath(path).endswith(".keras"):
+        raise ExportError(f"a Keras model file must end with .keras, got {path}")
+    if format == "tflite" and input_size is None:
+        raise ExportError("TFLite needs a fixed input size: give input_size (H, W) (--input-size H W)")
+
+    def write(target):
+        if format == "keras":
+            _save_keras(model, target, spec)
+        elif format == "saved_model":
+            export_saved_model(model, target, preprocess_mode, spec=spec, **graph_options)
+        elif format == "tflite":
+            export_tflite(model, target, preprocess_mode, input_size, input_dtype=input_dtype, spec=spec, **graph_options)
+        else:
+            export_onnx(model, target, preprocess_mode, input_dtype=input_dtype, opset=opset, spec=spec, **graph_options)
+
+    write_atomically(path, write)
     return format
+
+
+def _save_keras(model, path, spec):
+    """``model.save(path)`` carrying ``spec`` (the caller's model keeps its own spec)."""
+    if spec is None or getattr(model, "spec", None) == spec:
+        model.save(path)
+        return
+    from .models import RetinaNetModel, with_spec
+
+    if not isinstance(model, RetinaNetModel):
+        with_spec(model, spec).save(path)  # a wrapper sharing the layers
+        return
+    previous = model.spec
+    model.spec = spec
+    try:
+        model.save(path)
+    finally:
+        model.spec = previous
 
 
 def export_spec(

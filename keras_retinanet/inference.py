@@ -21,12 +21,12 @@ steps are: preprocess for the backbone -> resize (``utils.image.resize_image``) 
 a batch -> the inference model -> boxes divided by the resize scale. Exported graphs do
 the same inside (``export.detection_graph``).
 
-Box conventions: a detection box is what the model returns, in the original image's
-pixels. Only boxes of an image that was zero-padded in a batch are clipped to that image
-(they could otherwise reach into the padding), so that a batch gives what one image at a
-time gives. ``Detector(clip_boxes=True)`` (the default, what ``retinanet-predict`` writes)
-also clips every box to its image, as torchvision does; evaluation does not, as fizyr's
-evaluate and the Pascal VOC devkit do not.
+Batches hold images of one size (after resizing, a batch needs no padding), so batching
+never changes a detection. Box conventions: a detection box is what the model returns, in
+the original image's pixels. ``Detector(clip_boxes=True)`` (the default, what
+``retinanet-predict`` writes) clips every box to its image, as torchvision does; evaluation
+does not, as fizyr's evaluate and the Pascal VOC devkit do not. (A runner handed images of
+several sizes pads them, and clips the boxes of a padded image to that image.)
 """
 import dataclasses
 import functools
@@ -41,6 +41,7 @@ from . import constants
 from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # noqa: F401 (public names)
 from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, model_file_format
 from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
+from .utils.config import anchor_settings as _config_anchor_settings
 from .utils.image import preprocess_image, read_image_bgr, resize_image
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
@@ -119,7 +120,10 @@ class KerasRunner:
     """
 
     max_batch_size = None
-    mixed_sizes = True
+    # Zero padding changes the activations near the padded borders (and the FPN's grid), so
+    # a padded batch would not give what one image at a time gives: ``Detector`` hands this
+    # runner images of one size only (any that differ are still padded and clipped safely).
+    mixed_sizes = False
 
     def __init__(
         self,
@@ -570,17 +574,61 @@ def as_detector(model, generator=None, batch_size=1):
     runner = KerasRunner(model, generator.preprocess_image, resize_image=generator.resize_image)
     from .models.retinanet_model import model_spec
 
-    return Detector(runner, batch_size=batch_size, spec=model_spec(model), clip_boxes=False)
+    spec = model_spec(model)
+    for problem in generator_mismatches(spec, generator):
+        warnings.warn(f"{problem} (inference.load_detector runs a model the way its spec says)", stacklevel=3)
+    return Detector(runner, batch_size=batch_size, spec=spec, clip_boxes=False)
+
+
+_PREPROCESS_PROBE = np.array([[[10, 120, 250], [0, 255, 64]]], dtype=np.uint8)
+
+
+def generator_mismatches(spec, generator):
+    """What a generator does otherwise than a model's spec says: preprocessing, image sizes, classes.
+
+    Running a model the generator's way (fizyr's ``evaluate(generator, model)``) with any of
+    these gives wrong or other figures.
+
+    Returns:
+        list of one-line descriptions (empty when they agree or the spec does not say).
+    """
+    problems = []
+    if spec is None:
+        return problems
+    model = spec.backbone or "the model"
+    if spec.preprocess_mode is not None and hasattr(generator, "preprocess_image"):
+        try:
+            theirs = np.asarray(generator.preprocess_image(_PREPROCESS_PROBE.copy()), dtype=np.float64)
+        except Exception:  # noqa: BLE001 - a custom preprocessing we cannot probe
+            theirs = None
+        ours = preprocess_image(_PREPROCESS_PROBE.copy(), mode=spec.preprocess_mode)
+        if theirs is not None and (theirs.shape != ours.shape or not np.allclose(theirs, ours, atol=1e-3)):
+            problems.append(
+                f"the generator preprocesses images otherwise than {model} ({spec.preprocess_mode} mode): "
+                "the detections will be wrong; give it preprocess_image=models.backbone(name).preprocess_image"
+            )
+    their_no_resize = getattr(generator, "no_resize", None)
+    if spec.no_resize is not None and their_no_resize is not None and bool(spec.no_resize) != bool(their_no_resize):
+        problems.append(f"the generator's no_resize is {their_no_resize}, the model was trained with {spec.no_resize}")
+    elif not spec.no_resize:
+        for field in ("image_min_side", "image_max_side"):
+            saved, theirs = getattr(spec, field), getattr(generator, field, None)
+            if saved is not None and theirs is not None and saved != theirs:
+                problems.append(f"the generator's {field} is {theirs}, the model was trained with {saved}")
+    if spec.class_names is not None and hasattr(generator, "num_classes"):
+        from .spec import check_class_names, class_names_of
+
+        try:
+            check_class_names(spec, class_names_of(generator), source=model, what="the generator's class list")
+        except SpecConflictError as error:
+            problems.append(str(error))
+    return problems
 
 
 # ------------------------------------------------------------------------------- loading
 
 
-def anchor_settings(config):
-    """(anchor_params or None, pyramid_levels or None) of a config file path or parser."""
-    from .utils.config import anchor_settings as read
-
-    return read(config)
+anchor_settings = _config_anchor_settings  # (anchor_params or None, pyramid_levels or None) of a config file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -679,10 +727,10 @@ def open_keras_model(
     if not is_training:  # anchors and levels are in the graph: checked if given, never assumed
         needed = tuple(f for f in needed if f not in ("anchors", "pyramid_levels") or given.get(f) is not None)
     saved = models.model_spec(model)
-    if is_training and (saved is None or saved.pyramid_levels is None):  # the graph shows its levels
-        from .models.retinanet import _model_pyramid_levels
+    if is_training and (saved is None or saved.pyramid_levels is None):  # the layers show levels and head sizes
+        from .models.retinanet import architecture_spec
 
-        saved = (saved or DetectorSpec()).replace(pyramid_levels=tuple(_model_pyramid_levels(model)))
+        saved = architecture_spec(model).merged(saved or DetectorSpec())
     recipe = resolve_recipe(saved, given, needed=needed, source=path, flag_names=flag_names)
     spec = _complete_preprocessing(recipe.spec)
     recipe = dataclasses.replace(recipe, spec=spec)
@@ -767,15 +815,16 @@ def _exported_recipe(path, given, flag_names):
         raise
     except Exception as error:  # the metadata readers raise their libraries' own errors
         raise ModelLoadError(f"cannot read the detector spec of {path}: {first_line(error)}") from None
+    graph_fields = ("backbone", "anchors", "pyramid_levels") + RESIZE_FIELDS  # inside the graph
     if saved is None:  # exported before the detector spec existed: the graph still knows what it does
-        ignored = sorted(
-            (flag_names or {}).get(field, field) for field in ("backbone",) + RESIZE_FIELDS if given.get(field) is not None
-        )
-        notes = [f"{path} preprocesses and resizes inside its graph: {', '.join(ignored)} not used"] if ignored else []
-        return DetectorSpec(class_names=given.get("class_names")), notes
+        ignored = sorted({(flag_names or {}).get(field, field) for field in graph_fields if given.get(field) is not None})
+        notes = [f"{path} preprocesses, resizes and decodes inside its graph: {', '.join(ignored)} not used"]
+        return DetectorSpec(class_names=given.get("class_names")), notes if ignored else []
+    needed = ("backbone", "class_names") + RESIZE_FIELDS
+    needed += tuple(field for field in ("anchors", "pyramid_levels") if given.get(field) is not None)
     recipe = resolve_recipe(
-        saved, given, needed=("backbone", "class_names") + RESIZE_FIELDS, fixed=FIXED_FIELDS + RESIZE_FIELDS,
-        source=f"{path} (an exported graph)", flag_names=flag_names,
+        saved, given, needed=needed, fixed=FIXED_FIELDS + RESIZE_FIELDS, source=f"{path} (an exported graph)",
+        flag_names=flag_names,
     )  # fmt: skip
     return recipe.spec, list(recipe.notes)
 
@@ -829,8 +878,9 @@ def load_detector(
         recipe_from_config(config), backbone=backbone, class_names=class_names,
         image_min_side=image_min_side, image_max_side=image_max_side, no_resize=no_resize,
     )  # fmt: skip
-    if format == "keras":
+    if format == "keras":  # a training model converted here filters at least as loosely as asked
         convert_options.setdefault("score_threshold", min(score_threshold, DEFAULT_SCORE_THRESHOLD))
+        convert_options.setdefault("max_detections", max(max_detections or 0, constants.DEFAULT_MAX_DETECTIONS))
         loaded = open_keras_model(path, given, flag_names=flag_names, **convert_options)
         spec = loaded.spec
         runner = KerasRunner(

@@ -49,7 +49,8 @@ class ImageInspection(NamedTuple):
     dropped: int
 
 
-def _image_path(generator, index):
+def image_path_of(generator, index):
+    """A generator's path of image ``index``, or 'image <index>' for a generator without paths."""
     try:
         return str(generator.image_path(index))
     except NotImplementedError:
@@ -77,7 +78,7 @@ def inspect_image(generator, index):
     has_anchor[matched] = True
     return ImageInspection(
         index=index,
-        path=_image_path(generator, index),
+        path=image_path_of(generator, index),
         image=np.ascontiguousarray(image, dtype=np.uint8),
         boxes=boxes,
         labels=labels,
@@ -117,11 +118,14 @@ class DatasetSummary:
     Args:
         label_to_name: label -> class name.
         anchor_params: ``AnchorParameters`` of the dataset (for the anchor size range).
+        duplicates: annotation lines that repeated an earlier one (kept once), e.g.
+            ``CSVGenerator.duplicate_lines``.
     """
 
-    def __init__(self, label_to_name=str, anchor_params=None):
+    def __init__(self, label_to_name=str, anchor_params=None, duplicates=()):
         self.label_to_name = label_to_name
         self.anchor_params = anchor_params or AnchorParameters.default
+        self.duplicates = list(duplicates)
         self.images = 0
         self.dropped = 0
         self.boxes_per_label = Counter()
@@ -157,6 +161,10 @@ class DatasetSummary:
         lines.append(f"boxes: {self.num_boxes}" + (f" ({per_class})" if per_class else ""))
         if self.dropped:
             lines.append(f"invalid boxes dropped (empty, or outside the image): {self.dropped}")
+        if self.duplicates:
+            first = ", ".join(f"line {line} repeats line {original}" for line, original in self.duplicates[:3])
+            lines.append(f"duplicate annotation lines (each box kept once): {len(self.duplicates)} ({first}"
+                         f"{', ...' if len(self.duplicates) > 3 else ''})")
         sizes = np.concatenate(self.sizes) if self.sizes else np.zeros((0, 2))
         if len(sizes):
             lines.append(
@@ -185,3 +193,87 @@ class DatasetSummary:
         if count > MAX_LISTED_UNMATCHED:
             lines.append(f"  ... and {count - MAX_LISTED_UNMATCHED} more")
         return lines
+
+
+# Training refuses a dataset whose boxes none get a positive anchor, and warns above this share.
+UNMATCHED_WARNING_FRACTION = 0.5
+COVERAGE_SAMPLE = 200  # images checked before training (all of them for a smaller set)
+
+
+class AnchorCoverage(NamedTuple):
+    """How many of a dataset's boxes training can learn: those with a positive anchor.
+
+    images: images checked; boxes: their valid boxes; unmatched: boxes that no anchor
+    overlaps with IoU >= 0.5; box_sides: (min, max) of the boxes' shorter sides after
+    resizing, px (None without boxes); anchor_sides: (min, max) anchor side of ratio 1, px.
+    """
+
+    images: int
+    boxes: int
+    unmatched: int
+    box_sides: tuple
+    anchor_sides: tuple
+
+    def describe(self):
+        sides = "" if self.box_sides is None else (
+            f"; the boxes' shorter sides are {_format_size(self.box_sides[0])} .. {_format_size(self.box_sides[1])} px "
+            "after resizing"
+        )
+        return (
+            f"{self.unmatched} of {self.boxes} boxes in {self.images} training images get no positive anchor "
+            f"(IoU >= {DEFAULT_POSITIVE_OVERLAP:g} with none){sides}, the anchors' sides "
+            f"{_format_size(self.anchor_sides[0])} .. {_format_size(self.anchor_sides[1])} px"
+        )
+
+
+def anchor_coverage(generator, max_images=COVERAGE_SAMPLE, seed=0):
+    """Match a sample of a generator's boxes to its anchors as training does, without decoding images.
+
+    Image sizes come from the files' headers (``Generator.image_size``); boxes are resized
+    with the image (no augmentation) and matched on the anchors of the padded input, with
+    ``utils.anchors.anchor_assignment``, as ``inspect_image`` (retinanet-debug) does.
+
+    Args:
+        generator: a ``Generator``.
+        max_images: images checked at most (a seeded random sample of a larger set).
+        seed: seed of the sample.
+
+    Returns:
+        ``AnchorCoverage``.
+    """
+    from .utils.image import compute_resize_scale
+
+    indices = np.arange(generator.size())
+    if len(indices) > max_images:
+        indices = np.sort(np.random.default_rng(seed).choice(indices, max_images, replace=False))
+    boxes_total = unmatched = checked = 0
+    shorter = []
+    for index in indices:
+        try:
+            height, width = generator.image_size(int(index))
+            annotations = generator.load_annotations(int(index))
+        except (OSError, ValueError, NotImplementedError):
+            continue  # unreadable images are the business of the image checks
+        checked += 1
+        boxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (boxes[:, :2] >= 0).all(axis=1)
+        valid &= (boxes[:, 2] <= width) & (boxes[:, 3] <= height)
+        boxes = boxes[valid]
+        if not len(boxes):
+            continue
+        scale = 1.0 if generator.no_resize else compute_resize_scale(
+            (height, width), generator.image_min_side, generator.image_max_side
+        )
+        shape = (int(round(height * scale)), int(round(width * scale)), 3)
+        boxes = boxes * scale
+        anchors = generator.generate_anchors(generator.padded_shape([shape]))
+        _, matched, _ = anchor_assignment(anchors, shape, boxes)
+        boxes_total += len(boxes)
+        unmatched += len(boxes) - len(np.unique(matched))
+        shorter.append(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+    sides = np.concatenate(shorter) if shorter else None
+    params = generator.anchor_params or AnchorParameters.default
+    anchor_sides = (min(params.sizes) * float(np.min(params.scales)), max(params.sizes) * float(np.max(params.scales)))
+    return AnchorCoverage(
+        checked, boxes_total, unmatched, None if sides is None else (float(sides.min()), float(sides.max())), anchor_sides
+    )

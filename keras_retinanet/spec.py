@@ -355,14 +355,23 @@ def _describe(field, value):
         return " ".join(str(v) for v in value)
     if field == "class_names":
         return "[" + ", ".join("-" if name is None else name for name in value) + "]"
+    if field == "no_resize":
+        return "on" if value else "off"
     return str(value)
 
 
-def _conflict_message(name, field, given, saved, source):
-    """'<name> <given> contradicts <source>: it was made with <field> <saved> (saved in its detector spec)'."""
+def conflict_message(name, field, given, saved, source):
+    """'<name> <given> contradicts <source>: it was made with <field> <saved> (saved in its detector spec)'.
+
+    The one wording of a contradiction, for every caller (``resolve_recipe``,
+    ``check_class_names``, ``models.load_model``, ``models.convert_model``).
+    """
+    label = FIELD_LABELS[field]
+    what = f"{name} ({label} {_describe(field, given)})" if field in ("anchors", "pyramid_levels") else (
+        f"{name} {_describe(field, given)}"
+    )
     return (
-        f"{name} {_describe(field, given)} contradicts {source}: it was made with "
-        f"{DEFAULT_FLAG_NAMES[field]} {_describe(field, saved)} (saved in its detector spec)"
+        f"{what} contradicts {source}: it was made with {label} {_describe(field, saved)} (saved in its detector spec)"
     )
 
 
@@ -392,7 +401,7 @@ def check_class_names(spec, class_names, source="the model", what="the dataset's
         return
     given = tuple(None if name is None else str(name) for name in class_names)
     if not _class_names_agree(spec.class_names, given):
-        raise SpecConflictError(_conflict_message(what, "class_names", given, spec.class_names, source))
+        raise SpecConflictError(conflict_message(what, "class_names", given, spec.class_names, source))
 
 
 def class_names_of(generator):
@@ -404,15 +413,17 @@ def class_names_of(generator):
     return tuple(names)
 
 
-DEFAULT_FLAG_NAMES = {
+# How messages name each recipe field (the caller's values default to these names too).
+FIELD_LABELS = {
     "backbone": "backbone",
     "anchors": "anchor parameters",
     "pyramid_levels": "pyramid levels",
     "class_names": "classes",
-    "image_min_side": "image_min_side",
-    "image_max_side": "image_max_side",
-    "no_resize": "no_resize",
+    "image_min_side": "image min side",
+    "image_max_side": "image max side",
+    "no_resize": "no resize",
 }
+DEFAULT_FLAG_NAMES = FIELD_LABELS
 
 
 def _defaults():
@@ -468,7 +479,7 @@ def resolve_recipe(spec, given=None, needed=FIXED_FIELDS + RESIZE_FIELDS, fixed=
     names = dict(DEFAULT_FLAG_NAMES, **(flag_names or {}))
     defaults = _defaults()
 
-    changes, notes, assumed = {}, [], []
+    changes, notes, assumed, overridden = {}, [], [], []
     for field in needed:
         saved = getattr(spec, field)
         value = given.get(field)
@@ -483,17 +494,30 @@ def resolve_recipe(spec, given=None, needed=FIXED_FIELDS + RESIZE_FIELDS, fixed=
             changes[field] = value
             continue
         if field in fixed:
-            raise SpecConflictError(_conflict_message(names[field], field, value, saved, source))
+            raise SpecConflictError(conflict_message(names[field], field, value, saved, source))
         changes[field] = value
-        notes.append(
-            f"{DEFAULT_FLAG_NAMES[field].replace('_', ' ')}: {_describe(field, saved)} saved in {source}, "
-            f"{_describe(field, value)} used ({names[field]})"
-        )
+        overridden.append((field, saved, value))
     resolved = spec.replace(**changes)
     if "backbone" in changes and (spec.preprocess_mode is None or changes["backbone"] != spec.backbone):
         resolved = resolved.replace(preprocess_mode=None)
+    if overridden:  # one line for every value the caller changed
+        saved_text = ", ".join(f"{FIELD_LABELS[f]} {_describe(f, old)}" for f, old, _ in overridden)
+        used_text = ", ".join(f"{FIELD_LABELS[f]} {_describe(f, new)}" for f, _, new in overridden)
+        flags = ", ".join(dict.fromkeys(names[f] for f, _, _ in overridden))
+        notes.append(f"{saved_text} saved in {source}; {used_text} used ({flags})")
+    if resolved.no_resize:  # the sides are not used: nothing about them was assumed
+        assumed = [field for field in assumed if field not in RESIZE_FIELDS]
+    assumed = [field for field in assumed if field != "no_resize"]  # resizing is what the sides say
     if assumed:
         notes.append(_assumed_note(spec, assumed, resolved, source, names))
+    if not resolved.no_resize and None not in (resolved.image_min_side, resolved.image_max_side):
+        if resolved.image_min_side > resolved.image_max_side:
+            origin = {f: ("saved" if f not in given else names[f]) for f in ("image_min_side", "image_max_side")}
+            raise SpecConflictError(
+                f"image min side {resolved.image_min_side} ({origin['image_min_side']}) is larger than image max "
+                f"side {resolved.image_max_side} ({origin['image_max_side']}) for {source}: give "
+                f"{names['image_max_side']} too"
+            )
     return Recipe(resolved, tuple(notes))
 
 
@@ -502,17 +526,9 @@ def _assumed_note(spec, assumed, resolved, source, names):
     for field in assumed:
         if field == "anchors":
             descriptions.append("the default anchors")
-        elif field == "pyramid_levels":
-            descriptions.append(f"pyramid levels {_describe(field, resolved.pyramid_levels)}")
-        elif field == "image_min_side":
-            descriptions.append(f"image min side {resolved.image_min_side}")
-        elif field == "image_max_side":
-            descriptions.append(f"image max side {resolved.image_max_side}")
-        elif field == "no_resize":
-            continue  # resizing on is implied by the sides
         else:
-            descriptions.append(f"{DEFAULT_FLAG_NAMES[field]} {_describe(field, getattr(resolved, field))}")
-    flags = sorted({names[field] for field in assumed if field != "no_resize"})
+            descriptions.append(f"{FIELD_LABELS[field]} {_describe(field, getattr(resolved, field))}")
+    flags = ", ".join(sorted({names[field] for field in assumed}))
     empty = all(getattr(spec, field) is None for field in ("backbone", "class_names", "anchors", "image_min_side"))
     what = "has no detector spec" if empty else "does not record everything"
-    return f"{source} {what}: assumed {', '.join(descriptions)} (give {', '.join(flags)} if it was made otherwise)"
+    return f"{source} {what}: assumed {', '.join(descriptions)} (give {flags} if it was made otherwise)"

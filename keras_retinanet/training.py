@@ -6,13 +6,13 @@ function that trains. ``create_generators``, ``create_models`` and ``create_call
 keep fizyr's names for scripts that assemble their own training.
 """
 import os
-import sys
+import warnings
 
 import keras
 import tensorflow as tf
 
 from keras_retinanet import losses, models
-from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError
 from keras_retinanet.callbacks.training import (
     EpochSummary,
     LinearWarmup,
@@ -20,11 +20,17 @@ from keras_retinanet.callbacks.training import (
     Snapshot,
     epoch_from_snapshot,
 )
-from keras_retinanet.models.retinanet import retinanet_bbox
+from keras_retinanet.models.retinanet import architecture_spec, retinanet_bbox
 from keras_retinanet.preprocessing.datasets import DATASET_TYPES, generator_from_args
 from keras_retinanet.preprocessing.pipeline import build_dataset
-from keras_retinanet.spec import AnchorSpec, check_class_names, class_names_of, read_spec, resolve_recipe
-from keras_retinanet.utils.anchors import AnchorParameters
+from keras_retinanet.spec import (
+    AnchorSpec,
+    check_class_names,
+    class_names_of,
+    read_spec,
+    resolve_recipe,
+)
+from keras_retinanet.utils.anchors import AnchorParameters, check_anchor_levels
 from keras_retinanet.utils.config import anchor_settings, read_config_file
 from keras_retinanet.utils.image import random_visual_effect_generator
 from keras_retinanet.utils.transform import random_transform_generator
@@ -118,6 +124,10 @@ def training_recipe(args):
         recipe = type(recipe)(recipe.spec)
     backbone = models.backbone(recipe.spec.backbone)
     spec = recipe.spec
+    try:
+        check_anchor_levels(spec.anchor_params, spec.pyramid_levels)
+    except ValueError as error:
+        raise SetupError(f"{args.config or 'the anchor parameters'}: {error}") from None
     if spec.preprocess_mode is None:
         spec = spec.replace(preprocess_mode=backbone.preprocess_mode)
     return type(recipe)(spec, recipe.notes)
@@ -238,11 +248,10 @@ def create_models(
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
     """
-    anchor_params, pyramid_levels = _anchor_config(config)
-    if spec is not None and spec.anchors is not None:
-        anchor_params = spec.anchor_params
-    if spec is not None and spec.pyramid_levels is not None:
-        pyramid_levels = list(spec.pyramid_levels)
+    if spec is not None and spec.anchors is not None:  # the run's recipe (training_recipe) has them already
+        anchor_params, pyramid_levels = spec.anchor_params, spec.pyramid_levels
+    else:
+        anchor_params, pyramid_levels = _anchor_config(config)
     kwargs = {
         "anchor_params": anchor_params,
         "weights": backbone_weights,
@@ -358,8 +367,118 @@ def _load_snapshot(path, backbone_name=None):
     return model
 
 
+class TrainingRun:
+    """A prepared run (``prepare``): call it to train; it returns a ``TrainingResult``.
+
+    Attributes:
+        notes: lines for the user about the recipe (values taken from the snapshot's spec,
+            unfinished snapshots of an interrupted run that were removed).
+        snapshot_folder_lock: the ``utils.files.FolderLock`` held on the snapshot folder
+            until the run ends (None without snapshots).
+    """
+
+    def __init__(self, train, notes=(), lock=None):
+        self._train = train
+        self.notes = tuple(notes)
+        self.snapshot_folder_lock = lock
+
+    def __call__(self):
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def close(self):
+        """Release the snapshot folder (also done when the run ends)."""
+        if self.snapshot_folder_lock is not None:
+            self.snapshot_folder_lock.release()
+
+
+class TrainingResult:
+    """How a run ended: ``status`` 'done', 'interrupted', 'diverged' or 'output-error', and a message."""
+
+    def __init__(self, status, message=None):
+        self.status = status
+        self.message = message
+
+
+def check_anchor_coverage(generator):
+    """Stop a run whose boxes none get a positive anchor; warn when most get none.
+
+    The matching is training's (``inspection.anchor_coverage``, on a sample of the images,
+    from their headers), the one ``retinanet-debug`` reports box by box.
+
+    Raises:
+        SetupError: no box gets a positive anchor: the model could learn nothing.
+    """
+    from keras_retinanet.inspection import UNMATCHED_WARNING_FRACTION, anchor_coverage
+
+    coverage = anchor_coverage(generator)
+    if not coverage.boxes:
+        return coverage
+    advice = (
+        "give anchor sizes that fit the boxes in a config.ini (--config), or other --image-min-side / "
+        "--image-max-side; retinanet-debug --no-gui shows the boxes without an anchor"
+    )
+    if coverage.unmatched == coverage.boxes:
+        raise SetupError(f"training would learn nothing: {coverage.describe()}; {advice}")
+    if coverage.unmatched > UNMATCHED_WARNING_FRACTION * coverage.boxes:
+        warnings.warn(f"{coverage.describe()}: training ignores those boxes; {advice}", stacklevel=2)
+    return coverage
+
+
+def _input_files(args):
+    names = ("annotations", "classes", "val_annotations", "snapshot", "weights", "config")
+    return [getattr(args, name) for name in names if getattr(args, name, None)]
+
+
+def _plan_snapshots(args, backbone_name, initial_epoch):
+    """Lock the snapshot folder, check the snapshots this run will write, clean up what a killed run left.
+
+    Returns:
+        (``FolderLock`` or None, notes).
+
+    Raises:
+        OutputError: the folder is used by another run, is not writable, or a snapshot this
+            run would write exists already (without ``--overwrite``) or is one of its inputs.
+    """
+    from keras_retinanet.callbacks.training import snapshot_path
+    from keras_retinanet.utils.files import FolderLock, OutputPlan, remove_stale_temporaries
+
+    notes = []
+    tensorboard_dir = getattr(args, "tensorboard_dir", "")
+    plan = OutputPlan(inputs=_input_files(args), overwrite=getattr(args, "overwrite", False))
+    if tensorboard_dir:
+        plan.check_folder(tensorboard_dir, "--tensorboard-dir")
+    if not args.snapshots:
+        return None, notes
+    plan.check_folder(args.snapshot_path, "--snapshot-path folder")
+    lock = FolderLock(
+        args.snapshot_path, "another retinanet-train run", "wait for it to end, or give another --snapshot-path"
+    ).acquire()
+    try:
+        for epoch in range(initial_epoch + 1, args.epochs + 1):
+            plan.check(snapshot_path(args.snapshot_path, backbone_name, args.dataset_type, epoch), "snapshot")
+        for path in remove_stale_temporaries(args.snapshot_path):
+            notes.append(f"removed {path}: an unfinished snapshot of an interrupted run")
+    except BaseException:
+        lock.release()
+        raise
+    return lock, notes
+
+
 def prepare(args):
-    """Check the inputs and build generators, models and callbacks; return ``run() -> exit code``."""
+    """Check the inputs and build generators, models and callbacks; return the ``TrainingRun``.
+
+    ``args`` (retinanet-train's parsed arguments) is not changed. The snapshot folder is
+    locked and its outputs checked first, so that a bad folder fails at once.
+
+    Raises:
+        SetupError, OutputError, ValueError, OSError: bad input, found before the first step.
+    """
+    import argparse
+
+    args = argparse.Namespace(**vars(args))
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -368,10 +487,26 @@ def prepare(args):
     args.config_parsed = read_config_file(args.config) if args.config else None
     recipe = training_recipe(args)
     spec = recipe.spec
+    notes = list(recipe.notes)
     args.backbone = spec.backbone  # names the snapshots
-    for note in recipe.notes:
-        print(f"retinanet-train: note: {note}", file=sys.stderr)
     backbone = models.backbone(args.backbone)
+    initial_epoch = args.initial_epoch
+    if initial_epoch is None:
+        initial_epoch = (epoch_from_snapshot(args.snapshot) or 0) if args.snapshot else 0
+    if initial_epoch >= args.epochs:
+        raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
+    lock, snapshot_notes = _plan_snapshots(args, args.backbone, initial_epoch)
+    notes += snapshot_notes
+    try:
+        return _prepare_run(args, spec, backbone, initial_epoch, notes, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
+    """The rest of ``prepare``, with the snapshot folder locked."""
     strategy = create_strategy(args.strategy, args.multi_gpu)
     replicas = strategy.num_replicas_in_sync
     if args.batch_size < replicas or args.batch_size % replicas:
@@ -385,8 +520,8 @@ def prepare(args):
     if validation_generator is not None and validation_generator.size() == 0:
         validation_generator = None
     class_names = class_names_of(train_generator)
+    check_anchor_coverage(train_generator)
 
-    initial_epoch = args.initial_epoch or 0
     with strategy.scope():
         if args.snapshot:
             model = _load_snapshot(args.snapshot)
@@ -395,20 +530,22 @@ def prepare(args):
                 check_class_names(saved, class_names, source=args.snapshot, what="the training set's class list")
             except SpecConflictError as error:
                 raise SetupError(str(error)) from None
-            if saved is None and model.output_shape[1][-1] != train_generator.num_classes():
+            predicted = model.outputs[list(model.output_names).index("classification")].shape[-1]
+            if predicted != train_generator.num_classes():
                 raise SetupError(
-                    f"snapshot {args.snapshot} predicts {model.output_shape[1][-1]} classes, the training set "
-                    f"has {train_generator.num_classes()}"
+                    f"snapshot {args.snapshot} predicts {predicted} classes, the training set has "
+                    f"{train_generator.num_classes()} (ids 0 .. {train_generator.num_classes() - 1}): resume with the "
+                    "class list the snapshot was trained with"
                 )
-            if saved is not None:  # the snapshots of this run record its image sizes
-                run_spec = saved.merged(spec)
-                model.spec = run_spec if run_spec.class_names else run_spec.replace(class_names=class_names)
+            # the snapshots of this run record its recipe (an older snapshot without a spec gets one)
+            run_spec = (saved or architecture_spec(model)).merged(spec)
+            if run_spec.class_names is None:
+                run_spec = run_spec.replace(class_names=class_names)
+            model = models.with_spec(model, run_spec)
             training_model = model
             prediction_model = retinanet_bbox(
                 model=model, anchor_params=spec.anchor_params, pyramid_levels=spec.pyramid_levels
             )
-            if args.initial_epoch is None:
-                initial_epoch = epoch_from_snapshot(args.snapshot) or 0
         else:
             pretrained = bool(args.weights or args.imagenet_weights)
             freeze_bn = pretrained if args.freeze_bn is None else args.freeze_bn
@@ -435,9 +572,6 @@ def prepare(args):
                     f"cannot get the ImageNet weights of {args.backbone} ({error}); "
                     "train from scratch with --no-weights or give a file with --weights"
                 ) from error
-    if initial_epoch >= args.epochs:
-        raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
-
     workers = tf.data.AUTOTUNE if args.workers < 0 else max(1, args.workers)
     train_data = build_dataset(
         train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size, repeat=True, seed=args.seed
@@ -449,7 +583,7 @@ def prepare(args):
         model, training_model, prediction_model, validation_generator, args
     )
 
-    def run():
+    def train():
         try:
             training_model.fit(
                 train_data,
@@ -462,11 +596,11 @@ def prepare(args):
                 verbose=1,
             )
         except KeyboardInterrupt:
-            print("\nretinanet-train: interrupted; the snapshots written so far are kept", file=sys.stderr)
-            return 130
+            return TrainingResult("interrupted", "interrupted; the snapshots written so far are kept")
+        except OutputError as error:
+            return TrainingResult("output-error", f"{error}; the snapshots written before are kept")
         if nan_guard.message:
-            print(f"retinanet-train: error: {nan_guard.message}", file=sys.stderr)
-            return 1
-        return 0
+            return TrainingResult("diverged", nan_guard.message)
+        return TrainingResult("done")
 
-    return run
+    return TrainingRun(train, notes, lock)

@@ -217,3 +217,13 @@ def test_load_detector_errors_name_the_file(tmp_path):
         load_detector(str(tmp_path / "bad.keras"), backbone=BACKBONE)
     with pytest.raises(ValueError, match=r"expected a \(H, W, 3\) BGR image, got an array of shape \(4, 4\)"):
         Detector(BrightSquareRunner()).predict([np.zeros((4, 4))])
+
+
+def test_a_converted_snapshot_returns_as_many_detections_as_asked(tmp_path):
+    """More than the graph's default 300: the conversion follows max_detections."""
+    path = tmp_path / "training.keras"
+    training_model().save(str(path))
+    image = np.random.default_rng(0).integers(0, 255, size=(128, 128, 3), dtype=np.uint8)
+    detector = load_detector(str(path), max_detections=800, score_threshold=0.0, nms=False,
+                             image_min_side=128, image_max_side=128)  # fmt: skip
+    assert len(detector.predict(image)) == 800

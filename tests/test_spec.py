@@ -12,6 +12,7 @@ from keras_retinanet.spec import (
     AnchorSpec,
     DetectorSpec,
     FilterSpec,
+    RESIZE_FIELDS,
     check_class_names,
     class_names_from_mapping,
     read_keras_spec,
@@ -113,20 +114,35 @@ def test_agreeing_values_are_silent_and_fixed_contradictions_name_both():
         "--backbone resnet50 contradicts m.keras: it was made with backbone mobilenet128_0.25 (saved in its detector spec)"
     )
     other = AnchorSpec((32, 64, 128, 256, 512), (8, 16, 32, 64, 128), (0.5, 1, 2), (1.0, 1.5))
-    with pytest.raises(SpecConflictError, match=r"--config sizes 32 64 128 256 512, .* contradicts m.keras: it was "
-                                                r"made with anchor parameters sizes 16 32 64 128 256"):
+    with pytest.raises(SpecConflictError, match=r"--config \(anchor parameters sizes 32 64 128 256 512, .*\) contradicts "
+                                                r"m.keras: it was made with anchor parameters sizes 16 32 64 128 256"):
         resolve_recipe(FULL, {"anchors": other}, source="m.keras", flag_names=flags)
-    with pytest.raises(SpecConflictError, match="pyramid levels 4 5 6 contradicts"):
+    with pytest.raises(SpecConflictError, match=r"pyramid levels \(pyramid levels 4 5 6\) contradicts the model: it was "
+                                                r"made with pyramid levels 3 4 5 6 7"):
         resolve_recipe(FULL, {"pyramid_levels": [4, 5, 6]})
 
 
-def test_image_sizes_follow_the_caller_with_one_note_each():
-    recipe = resolve_recipe(FULL, {"image_min_side": 128}, source="m.keras", flag_names={"image_min_side": "--image-min-side"})
+def test_image_sizes_follow_the_caller_with_one_note():
+    flags = {"image_min_side": "--image-min-side", "image_max_side": "--image-max-side", "no_resize": "--no-resize"}
+    recipe = resolve_recipe(FULL, {"image_min_side": 128}, source="m.keras", flag_names=flags)
     assert recipe.spec.image_min_side == 128 and recipe.spec.image_max_side == 160
-    assert recipe.notes == ("image min side: 96 saved in m.keras, 128 used (--image-min-side)",)
+    assert recipe.notes == ("image min side 96 saved in m.keras; image min side 128 used (--image-min-side)",)
+    recipe = resolve_recipe(FULL, {"image_min_side": 128, "image_max_side": 200}, source="m.keras", flag_names=flags)
+    assert recipe.notes == (
+        "image min side 96, image max side 160 saved in m.keras; image min side 128, image max side 200 used "
+        "(--image-min-side, --image-max-side)",
+    )
+    with pytest.raises(ValueError, match=r"image min side 200 \(--image-min-side\) is larger than image max side 160 "
+                                         r"\(saved\) for m.keras: give --image-max-side too"):
+        resolve_recipe(FULL, {"image_min_side": 200}, source="m.keras", flag_names=flags)
     # fixed for an exported graph
-    with pytest.raises(SpecConflictError, match="image_min_side 128 contradicts"):
-        resolve_recipe(FULL, {"image_min_side": 128}, fixed=("image_min_side",))
+    with pytest.raises(SpecConflictError, match="--no-resize on contradicts m.onnx: it was made with no resize off"):
+        resolve_recipe(FULL, {"no_resize": True}, fixed=("no_resize",), source="m.onnx", flag_names=flags)
+
+
+def test_nothing_is_said_about_sides_that_are_not_used():
+    recipe = resolve_recipe(None, {"no_resize": True, "backbone": "resnet50"}, needed=("backbone",) + RESIZE_FIELDS)
+    assert recipe.spec.no_resize is True and recipe.notes == ()
 
 
 def test_a_model_without_a_spec_gets_the_defaults_in_one_line():

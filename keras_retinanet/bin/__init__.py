@@ -39,6 +39,33 @@ def new_parser(prog, description, examples, epilog_extra=""):
     return parser
 
 
+def tool_main(prog):
+    """Decorator of a tool's ``main``: the library's warnings print as ``<prog>: warning: <message>``.
+
+    One line each on standard error (Python's default adds the source file and line of the
+    library); the previous warning display is restored when ``main`` returns.
+    """
+    import functools
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapped(*args, **kwargs):
+            previous = warnings.showwarning
+            warnings.showwarning = show
+            try:
+                return main(*args, **kwargs)
+            finally:
+                warnings.showwarning = previous
+
+        return wrapped
+
+    return decorate
+
+
 def print_notes(prog, notes):
     """Print the library's notes (values resolved from a model's spec) to standard error, one line each."""
     for note in notes:

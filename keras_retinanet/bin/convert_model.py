@@ -16,7 +16,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
 
 PROG = "retinanet-convert-model"
 EXAMPLES = """
@@ -66,6 +66,9 @@ def parse_args(args):
                                          "model, for the exported formats)")
     parser.add_argument("model_out", help="output: .keras, .tflite, .onnx, or a directory name (SavedModel)")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from MODEL_OUT's suffix)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace MODEL_OUT if it exists (never the input model; the old file stays until the "
+                             "new one is complete)")
     parser.add_argument("--backbone",
                         help="backbone of a snapshot without a detector spec: sets the exported graph's "
                              "preprocessing (default: the spec's, else resnet50)")
@@ -118,8 +121,13 @@ def check_inputs(args, format):
     """Raise ToolError for inputs that cannot work, before loading anything heavy."""
     if not os.path.isfile(args.model_in):
         raise ToolError(f"model file not found: {args.model_in}")
-    if os.path.exists(args.model_out) and os.path.samefile(args.model_in, args.model_out):
-        raise ToolError(f"{args.model_out} is the input model: write the converted model to another path")
+    from keras_retinanet.errors import OutputError
+    from keras_retinanet.utils.files import OutputPlan
+
+    try:
+        OutputPlan(inputs=[args.model_in], overwrite=args.overwrite).check(args.model_out, "output model")
+    except OutputError as error:
+        raise ToolError(str(error)) from None
     if args.config and not os.path.isfile(args.config):
         raise ToolError(f"config file not found: {args.config}")
     if format == "tflite" and args.input_size is None:
@@ -138,7 +146,7 @@ def check_inputs(args, format):
 def convert(args, format):
     """Load, convert and write the model; returns (one-line description of the output, notes)."""
     from keras_retinanet import export
-    from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
+    from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError
     from keras_retinanet.inference import recipe_from_config, open_keras_model
 
     filter_flags = {name: getattr(args, name) for name in FILTER_DEFAULTS if getattr(args, name) is not None}
@@ -187,7 +195,7 @@ def convert(args, format):
             spec=spec,
             **graph_options,
         )
-    except export.ExportError as error:
+    except (export.ExportError, OutputError) as error:
         raise ToolError(str(error)) from None
     if format == "keras":
         return f"inference model written to {args.model_out}", loaded.recipe.notes
@@ -197,6 +205,7 @@ def convert(args, format):
     return message, loaded.recipe.notes
 
 
+@tool_main(PROG)
 def main(args=None):
     """Entry point of retinanet-convert-model; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)

@@ -19,7 +19,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 PROG = "retinanet-debug"
@@ -69,6 +69,8 @@ def _add_options(parser, suppress):
                              "display, i.e. when DISPLAY is not set)")
     parser.add_argument("--output-dir", default=default(DEFAULT_OUTPUT_DIR),
                         help=f"where --no-gui writes images (default ./{DEFAULT_OUTPUT_DIR})")
+    parser.add_argument("--overwrite", action="store_true", default=default(False),
+                        help="replace images in --output-dir that exist already (inputs are never written over)")
 
 
 def parse_args(args):
@@ -192,19 +194,44 @@ def _label_to_name(generator):
     return name
 
 
-def _output_path(args, inspection):
-    stem = os.path.splitext(os.path.basename(inspection.path))[0]
-    return os.path.join(args.output_dir, f"{inspection.index:05d}_{stem}.png")
+def _output_path(args, index, image_path):
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    return os.path.join(args.output_dir, f"{index:05d}_{stem}.png")
+
+
+def plan_outputs(args, generator):
+    """Check every picture --output-dir will get before any work: {index: path}.
+
+    Raises:
+        ToolError: a picture would be an input, exists already (without --overwrite), or
+            cannot be written.
+    """
+    from keras_retinanet.errors import OutputError
+    from keras_retinanet.utils.files import OutputPlan
+
+    from keras_retinanet.inspection import image_path_of
+
+    paths = {index: _output_path(args, index, image_path_of(generator, index)) for index in range(generator.size())}
+    inputs = [path for path in (image_path_of(generator, index) for index in paths) if os.path.exists(path)]
+    plan = OutputPlan(inputs=inputs, overwrite=args.overwrite)
+    try:
+        plan.check_folder(args.output_dir, "--output-dir")
+        for path in paths.values():
+            plan.check(path, "picture")
+    except OutputError as error:
+        raise ToolError(str(error)) from None
+    return plan, paths
 
 
 def run_files(args, generator, summary):
     """Inspect every image, write each drawing to --output-dir; returns the number written."""
-    import cv2
     from tqdm import tqdm
 
+    from keras_retinanet.errors import OutputError
     from keras_retinanet.inspection import draw_inspection, inspect_image
+    from keras_retinanet.utils.eval import write_image
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    plan, paths = plan_outputs(args, generator)
     name = _label_to_name(generator)
     for index in tqdm(range(generator.size()), desc="Inspecting", unit="image", file=sys.stderr, disable=None):
         inspection = inspect_image(generator, index)
@@ -212,9 +239,10 @@ def run_files(args, generator, summary):
         canvas = draw_inspection(
             inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
         )
-        path = _output_path(args, inspection)
-        if not cv2.imwrite(path, canvas):
-            raise ToolError(f"could not write {path}")
+        try:
+            plan.write(paths[index], lambda temporary: write_image(temporary, canvas), "picture")
+        except OutputError as error:
+            raise ToolError(str(error)) from None
     return generator.size()
 
 
@@ -249,6 +277,7 @@ def run_gui(args, generator, summary):
     return len(seen)
 
 
+@tool_main(PROG)
 def main(args=None):
     """Entry point of retinanet-debug; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
@@ -267,7 +296,10 @@ def main(args=None):
         print_notes(PROG, recipe.notes)
         from keras_retinanet.inspection import DatasetSummary
 
-        summary = DatasetSummary(_label_to_name(generator), anchor_params=generator.anchor_params)
+        summary = DatasetSummary(
+            _label_to_name(generator), anchor_params=generator.anchor_params,
+            duplicates=getattr(generator, "duplicate_lines", ()),
+        )  # fmt: skip
         try:
             if args.no_gui:
                 run_files(args, generator, summary)

@@ -19,7 +19,8 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, new_parser, print_notes
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.errors import OutputError
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 PROG = "retinanet-evaluate"
@@ -80,6 +81,8 @@ def _add_options(parser, suppress):
                         help="voc (mAP), coco (COCOeval) or all (default: coco for COCO, else voc)")
     parser.add_argument("--batch-size", type=int, default=default(1), help="images per inference call (default 1)")
     parser.add_argument("--json", default=default(None), metavar="OUT", help="write every figure to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", default=default(False),
+                        help="replace --json and --save-path files that exist already (inputs are never written over)")
 
 
 def parse_args(args):
@@ -137,12 +140,7 @@ def check_inputs(args):
 
 
 def _one_line(error):
-    """The first line (and, if long, first sentence) of an exception's message."""
-    text = str(error).strip().splitlines()
-    if not text:
-        return type(error).__name__
-    line = text[0]
-    return line.split(". ")[0] if len(line) > MAX_MESSAGE_LENGTH else line
+    return first_line(error, MAX_MESSAGE_LENGTH)
 
 
 def create_generator(args, preprocess_image=None):
@@ -179,6 +177,37 @@ def load_model(args):
         raise ToolError(_one_line(error)) from None
     except (ValueError, KeyError, OSError) as error:  # unknown backbone, config that does not fit the model
         raise ToolError(f"cannot load model {args.model}: {_one_line(error)}") from None
+
+
+def plan_outputs(args, generator):
+    """Check --json and every file --save-path will get before any work (``OutputPlan``).
+
+    Raises:
+        ToolError: an output is an input, exists (without --overwrite), or cannot be written.
+    """
+    from keras_retinanet.errors import OutputError
+    from keras_retinanet.utils import eval as voc_eval
+    from keras_retinanet.utils.files import OutputPlan
+
+    inputs = [args.model] + [getattr(args, name) for name in ("annotations", "classes", "config") if getattr(args, name, None)]
+    try:
+        inputs += [generator.image_path(index) for index in range(generator.size())]
+    except NotImplementedError:
+        pass
+    plan = OutputPlan(inputs=inputs, overwrite=args.overwrite)
+    try:
+        if args.json:
+            plan.check(args.json, "--json file")
+        if args.save_path:
+            plan.check_folder(args.save_path, "--save-path folder")
+            for index in range(generator.size()):
+                plan.check(voc_eval.drawn_image_path(args.save_path, index), "drawn image")
+            for label in voc_eval.evaluated_labels(generator):
+                path = voc_eval.precision_recall_plot_path(args.save_path, label, generator.label_to_name(label))
+                plan.check(path, "precision-recall plot")
+    except OutputError as error:
+        raise ToolError(str(error)) from None
+    return plan
 
 
 def check_classes(detector, generator, model_path):
@@ -283,6 +312,7 @@ def format_report(report):
     return "\n".join(lines)
 
 
+@tool_main(PROG)
 def main(args=None):
     """Entry point of retinanet-evaluate; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
@@ -291,19 +321,21 @@ def main(args=None):
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
         generator = create_generator(args)
+        plan = plan_outputs(args, generator)
         detector = load_model(args)
         check_classes(detector, generator, args.model)
         print_notes(PROG, detector.notes)
-        if args.save_path:
-            os.makedirs(args.save_path, exist_ok=True)
-        report = run_evaluation(args, generator, detector)
+        try:
+            report = run_evaluation(args, generator, detector)
+            print(format_report(report))
+            if args.json:
+                with plan.open(args.json, "w", "--json file") as file:
+                    json.dump(report, file, indent=2)
+        except OutputError as error:
+            raise ToolError(str(error)) from None
     except ToolError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    print(format_report(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
     if args.save_path:
         print(f"Drawn images and precision-recall plots written to {args.save_path}")
     return 0

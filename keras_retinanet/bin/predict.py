@@ -22,7 +22,8 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes
+from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.errors import OutputError
 
 PROG = "retinanet-predict"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
@@ -87,6 +88,8 @@ def parse_args(args):
                         help=f"folder for annotated images, detections.csv and detections.json "
                              f"(default ./{DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--no-images", dest="draw", action="store_false", help="do not write annotated images")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that exist already (an input image is never written over)")
     parser.add_argument("--csv", help="detections CSV path (default OUTPUT_DIR/detections.csv)")
     parser.add_argument("--json", help="COCO results JSON path (default OUTPUT_DIR/detections.json)")
     parser.add_argument("--gpu", help="id of the GPU to use (sets CUDA_VISIBLE_DEVICES)")
@@ -102,7 +105,11 @@ def parse_args(args):
             parsed.tile_overlap = parsed.tile // 8
         if not 0 <= parsed.tile_overlap < parsed.tile:
             parser.error(f"--tile-overlap must be in [0, {parsed.tile}), got {parsed.tile_overlap}")
-    if parsed.tile is not None and not parsed.no_resize:  # tiles run at native resolution unless told otherwise
+    from keras_retinanet.export import SUFFIX_FORMATS
+
+    keras_model = SUFFIX_FORMATS.get(os.path.splitext(os.path.normpath(parsed.model))[1].lower()) == "keras"
+    # tiles of a Keras model run at native resolution unless told otherwise (exported graphs resize inside)
+    if parsed.tile is not None and not parsed.no_resize and keras_model:
         if parsed.image_min_side is None:
             parsed.image_min_side = parsed.tile
         if parsed.image_max_side is None:
@@ -204,19 +211,71 @@ def _image_ids(images):
 # ------------------------------------------------------------------------ outputs
 
 
-class Outputs:
-    """Writes annotated images, the CSV rows and the COCO results as detections come in."""
+def plan_outputs(args, images, videos):
+    """Check every output before any work: (``OutputPlan``, annotated path of each image, of each video).
 
-    def __init__(self, args, label_names, describe_classes=None):
+    Annotated outputs are ``<stem>.png`` per image and ``<stem>_detections.mp4`` per video
+    in --output-dir (``<stem>_1.png``, ... when names repeat). None is ever an input file;
+    existing files are replaced only with --overwrite.
+
+    Raises:
+        OutputError: naming the first output that cannot be written.
+    """
+    from keras_retinanet.utils.files import OutputPlan
+
+    plan = OutputPlan(inputs=list(images) + list(videos), overwrite=args.overwrite)
+    plan.check_folder(args.output_dir, "--output-dir")
+    used = set()
+
+    def unique(path, suffix):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, count = stem + suffix, 1
+        while name in used:
+            name, count = f"{stem}_{count}{suffix}", count + 1
+        used.add(name)
+        return os.path.join(args.output_dir, name)
+
+    image_outputs = [unique(path, ".png") if args.draw else None for path in images]
+    video_outputs = [unique(path, "_detections.mp4") if args.draw else None for path in videos]
+    for out in image_outputs + video_outputs:
+        if out is not None:
+            plan.check(out, "annotated image")
+    plan.check(args.csv, "detections CSV")
+    plan.check(args.json, "detections JSON")
+    plan.check(images_json_path(args), "images JSON")
+    return plan, image_outputs, video_outputs
+
+
+def images_json_path(args):
+    return os.path.join(os.path.dirname(os.path.abspath(args.json)), "images.json")
+
+
+def _imwrite(path, image):
+    import cv2
+
+    if not cv2.imwrite(path, image):
+        raise OSError(f"OpenCV could not write {path}")
+
+
+class Outputs:
+    """Writes annotated images, the CSV rows and the COCO results as detections come in.
+
+    Every file is written atomically through ``plan`` (``plan_outputs``); videos go to a
+    temporary file renamed into place when they are complete.
+    """
+
+    def __init__(self, args, label_names, describe_classes=None, plan=None):
+        from keras_retinanet.utils.files import OutputPlan
+
         self.args = args
         self.label_names = label_names
         self.describe_classes = describe_classes or args.classes
+        self.plan = plan or OutputPlan(overwrite=True)
         self.csv_dir = os.path.dirname(os.path.abspath(args.csv))
         self.rows, self.results, self.images = [], [], []
-        self.used_names = set()
         self.unknown_labels = set()
         self.num_detections = 0
-        self.writers = {}
+        self.writers = {}  # video path -> (cv2.VideoWriter, temporary path, final path)
 
     def label_to_name(self, label):
         if self.label_names is None:
@@ -232,14 +291,6 @@ class Outputs:
         except ValueError:  # another drive (Windows)
             return os.path.abspath(path)
 
-    def _output_name(self, path, suffix):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, count = stem + suffix, 1
-        while name in self.used_names:
-            name, count = f"{stem}_{count}{suffix}", count + 1
-        self.used_names.add(name)
-        return os.path.join(self.args.output_dir, name)
-
     def _draw(self, image, detections):
         from keras_retinanet.utils.visualization import draw_detections
 
@@ -251,48 +302,56 @@ class Outputs:
         return canvas
 
     def add(self, key, image, detections):
-        """Record one image's (or video frame's) detections; key = (path, frame or None, image id)."""
-        import cv2
+        """Record one image's (or video frame's) detections.
 
+        key = (path, frame or None, image id, annotated output path or None).
+        """
         from keras_retinanet.inference import coco_results, csv_rows
 
-        path, frame, image_id = key
+        path, frame, image_id, output = key
         name = self._csv_path(path) if frame is None else f"{self._csv_path(path)}#{frame}"
         self.rows += csv_rows(name, detections, self.label_to_name)
         self.results += coco_results(image_id, detections)
         self.images.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
         self.num_detections += len(detections)
-        if not self.args.draw:
+        if output is None:
             return
         canvas = self._draw(image, detections)
         if frame is None:
-            if not cv2.imwrite(self._output_name(path, ".png"), canvas):
-                raise ToolError(f"could not write an annotated image into {self.args.output_dir}")
+            self.plan.write(output, lambda temporary: _imwrite(temporary, canvas), "annotated image")
             return
-        writer = self.writers.get(path)
-        if writer is None:
+        self._video_writer(path, output, canvas.shape).write(canvas)
+
+    def _video_writer(self, path, output, shape):
+        import cv2
+
+        from keras_retinanet.utils.files import temporary_path
+
+        if path not in self.writers:
             capture = cv2.VideoCapture(path)
             fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
             capture.release()
-            size = (image.shape[1], image.shape[0])
-            writer = cv2.VideoWriter(
-                self._output_name(path, "_detections.mp4"), cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps, size
-            )
-            self.writers[path] = writer
-        writer.write(canvas)
+            temporary = temporary_path(output)
+            os.makedirs(os.path.dirname(temporary), exist_ok=True)
+            writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps, (shape[1], shape[0]))
+            if not writer.isOpened():
+                raise OutputError(f"cannot write the annotated video {output}: OpenCV cannot open it for writing")
+            self.writers[path] = (writer, temporary, output)
+        return self.writers[path][0]
 
-    def close(self):
-        """Finish videos and write the CSV and JSON files."""
-        for writer in self.writers.values():
+    def close(self, complete=True):
+        """Finish the videos and write the CSV and JSON files (videos are kept only if ``complete``)."""
+        for writer, temporary, output in self.writers.values():
             writer.release()
-        for path in (self.args.csv, self.args.json):
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(self.args.csv, "w", newline="", encoding="utf-8") as file:
+            if complete and os.path.exists(temporary):
+                os.replace(temporary, output)
+            elif os.path.exists(temporary):
+                os.remove(temporary)
+        with self.plan.open(self.args.csv, "w", "detections CSV", newline="", encoding="utf-8") as file:
             csv.writer(file).writerows(self.rows)
-        with open(self.args.json, "w", encoding="utf-8") as file:
+        with self.plan.open(self.args.json, "w", "detections JSON", encoding="utf-8") as file:
             json.dump(self.results, file)
-        images_json = os.path.join(os.path.dirname(os.path.abspath(self.args.json)), "images.json")
-        with open(images_json, "w", encoding="utf-8") as file:
+        with self.plan.open(images_json_path(self.args), "w", "images JSON", encoding="utf-8") as file:
             json.dump(self.images, file, indent=1)
         if self.unknown_labels:
             print(
@@ -302,7 +361,7 @@ class Outputs:
             )
 
 
-def _video_frames(path, first_id):
+def _video_frames(path, first_id, output=None):
     import cv2
 
     capture = cv2.VideoCapture(path)
@@ -312,7 +371,7 @@ def _video_frames(path, first_id):
             ok, image = capture.read()
             if not ok:
                 break
-            yield (path, frame, first_id + frame), image
+            yield (path, frame, first_id + frame, output), image
             frame += 1
     finally:
         capture.release()
@@ -327,29 +386,32 @@ def _frame_count(path):
     return max(count, 0)
 
 
-def _items(images, videos):
-    """(key, image or path) pairs of every image, then every video frame."""
+def _items(images, videos, image_outputs=None, video_outputs=None):
+    """(key, image or path) pairs of every image, then every video frame (see ``Outputs.add`` for the key)."""
     ids = _image_ids(images)
-    yield from (((path, None, image_id), path) for path, image_id in zip(images, ids))
+    image_outputs = image_outputs or [None] * len(images)
+    video_outputs = video_outputs or [None] * len(videos)
+    yield from (((path, None, image_id, out), path) for path, image_id, out in zip(images, ids, image_outputs))
     next_id = max(ids, default=-1) + 1
-    for path in videos:
-        for item in _video_frames(path, next_id):
+    for path, out in zip(videos, video_outputs):
+        for item in _video_frames(path, next_id, out):
             yield item
             next_id = item[0][2] + 1
 
 
-def run(args, detector, images, videos, outputs):
+def run(args, detector, images, videos, outputs, image_outputs=None, video_outputs=None):
     """Detect in every image and video frame, feeding ``outputs``; shows a progress bar."""
     from tqdm import tqdm
 
     total = len(images) + sum(_frame_count(path) for path in videos)
+    items = _items(images, videos, image_outputs, video_outputs)
     with tqdm(total=total, desc="Detecting", unit="image", file=sys.stderr, disable=None) as bar:
         if args.tile is None:
-            stream = detector.predict_iter(_items(images, videos))
+            stream = detector.predict_iter(items)
         else:
             stream = (
                 (key, image, detector.predict_tiled(image, args.tile, args.tile_overlap, args.tile_nms_threshold))
-                for key, image in _loaded(_items(images, videos))
+                for key, image in _loaded(items)
             )
         for key, image, detections in stream:
             outputs.add(key, image, detections)
@@ -383,9 +445,7 @@ def load(args, class_names=None):
             flag_names=dict(RECIPE_FLAGS, image_min_side="--image-min-side / --tile", image_max_side="--image-max-side / --tile")
             if args.tile is not None else RECIPE_FLAGS,
         )
-    except (ModelLoadError, SpecConflictError, SpecError) as error:
-        raise ToolError(first_line(error)) from None
-    except ValueError as error:  # unknown backbone, config that does not fit the model
+    except (ModelLoadError, SpecConflictError, SpecError, ValueError) as error:  # ValueError: unknown backbone, ...
         raise ToolError(first_line(error)) from None
 
 
@@ -397,6 +457,7 @@ def label_names_of(detector, classes_from_file):
     return names or None
 
 
+@tool_main(PROG)
 def main(args=None):
     """Entry point of retinanet-predict; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
@@ -408,21 +469,31 @@ def main(args=None):
         classes = read_classes(args.classes) if args.classes else None
         images, videos = collect_inputs(args.images)
         check_images(images, videos)
+        try:
+            plan, image_outputs, video_outputs = plan_outputs(args, images, videos)
+        except OutputError as error:
+            raise ToolError(str(error)) from None
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
         from keras_retinanet.spec import class_names_from_mapping
 
         detector = load(args, class_names_from_mapping(classes) if classes else None)
         print_notes(PROG, detector.notes)
-        os.makedirs(args.output_dir, exist_ok=True)
         label_names = label_names_of(detector, classes)
-        outputs = Outputs(args, label_names, args.classes or f"the class names of {args.model}")
+        outputs = Outputs(args, label_names, args.classes or f"the class names of {args.model}", plan)
+        complete = False
         try:
-            run(args, detector, images, videos, outputs)
+            run(args, detector, images, videos, outputs, image_outputs, video_outputs)
+            complete = True
+        except OutputError as error:
+            raise ToolError(str(error)) from None
         except (OSError, ValueError) as error:  # an image that passed the header check but not decoding
             raise ToolError(first_line(error)) from None
         finally:
-            outputs.close()
+            try:
+                outputs.close(complete)
+            except OutputError as error:
+                raise ToolError(str(error)) from None
     except ToolError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import new_parser
+from keras_retinanet.bin import new_parser, tool_main
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -90,6 +90,12 @@ def parse_args(args):
     )
     parser.add_argument("--tensorboard-freq", default="epoch", help="'epoch', 'batch' or a number of batches")
     parser.add_argument("--no-snapshots", dest="snapshots", action="store_false", help="don't save snapshots")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace snapshots of this run's epochs that exist already in --snapshot-path (never the --snapshot "
+        "resumed from); without it, such a snapshot stops the run before it starts",
+    )
     parser.add_argument(
         "--no-evaluation", dest="evaluation", action="store_false", help="no per-epoch validation mAP"
     )
@@ -208,6 +214,10 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+EXIT_STATUS = {"done": 0, "interrupted": 130, "diverged": 1, "output-error": 1}
+
+
+@tool_main("retinanet-train")
 def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
     try:
@@ -220,7 +230,14 @@ def main(args=None):
     except (ValueError, OSError) as error:
         print(f"retinanet-train: error: {error}", file=sys.stderr)
         return 1
-    return run()
+    for note in run.notes:
+        print(f"retinanet-train: note: {note}", file=sys.stderr)
+    result = run()
+    if result.status == "interrupted":
+        print(f"\nretinanet-train: {result.message}", file=sys.stderr)
+    elif result.message:
+        print(f"retinanet-train: error: {result.message}", file=sys.stderr)
+    return EXIT_STATUS[result.status]
 
 
 if __name__ == "__main__":

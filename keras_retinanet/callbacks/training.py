@@ -7,6 +7,8 @@ import time
 
 import keras
 
+from keras_retinanet.utils.files import write_atomically
+
 SNAPSHOT_EPOCH_PATTERN = re.compile(r"_(\d+)\.keras$")
 
 
@@ -24,18 +26,12 @@ def epoch_from_snapshot(path):
 def save_atomically(model, path):
     """Save ``model`` to ``path`` so that a crash mid-write never leaves a truncated file there.
 
-    The model is written to a temporary file in the same folder, then renamed over ``path``
-    (a rename within one file system is atomic).
+    ``utils.files.write_atomically``: a temporary file in the same folder, fsync, rename.
+
+    Raises:
+        OutputError: the file could not be written (the previous one is intact).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, model.save)
 
 
 def _finite(value):

@@ -7,7 +7,6 @@ live (``.download_imagenet()``). ``convert_model`` turns a training model into a
 inference model that outputs filtered detections.
 """
 import os
-import sys
 
 import keras
 
@@ -15,7 +14,7 @@ import keras
 # keras.models.load_model opens this package's .keras files with no custom_objects.
 from .. import initializers, layers, losses  # noqa: F401
 from ..errors import SpecConflictError
-from ..spec import DetectorSpec
+from ..spec import DetectorSpec, conflict_message
 from ..utils.image import preprocess_image as _preprocess_image
 from .retinanet_model import RetinaNetModel, model_spec, with_spec  # noqa: F401
 
@@ -131,10 +130,7 @@ def load_model(filepath, backbone_name=None):
     model = keras.models.load_model(filepath)
     spec = model_spec(model)
     if backbone_name is not None and spec is not None and spec.backbone not in (None, backbone_name):
-        raise SpecConflictError(
-            f"backbone {backbone_name} contradicts {filepath}: it was made with backbone {spec.backbone} "
-            "(saved in its detector spec)"
-        )
+        raise SpecConflictError(conflict_message("backbone_name", "backbone", backbone_name, spec.backbone, filepath))
     return model
 
 
@@ -155,12 +151,9 @@ def assert_training_model(model):
 
 
 def check_training_model(model):
-    """``assert_training_model``, but print the problem and exit with status 1 (for the tools)."""
-    try:
-        assert_training_model(model)
-    except NotATrainingModelError as error:
-        print(error, file=sys.stderr)
-        sys.exit(1)
+    """fizyr's name for ``assert_training_model``: raises ``NotATrainingModelError`` (fizyr's printed and exited;
+    the library leaves messages and exit codes to the tools)."""
+    assert_training_model(model)
 
 
 def convert_model(model, nms=True, class_specific_filter=True, anchor_params=None, **kwargs):

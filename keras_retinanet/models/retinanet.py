@@ -15,8 +15,8 @@ import keras
 
 from .. import constants, initializers, layers
 from ..errors import SpecConflictError
-from ..spec import AnchorSpec, FilterSpec
-from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, AnchorParameters
+from ..spec import AnchorSpec, DetectorSpec, FilterSpec, conflict_message
+from ..utils.anchors import DEFAULT_PYRAMID_LEVELS, AnchorParameters, check_anchor_levels
 from ..utils.model import fold_batch_normalization
 from .retinanet_model import RetinaNetModel, model_spec
 
@@ -277,6 +277,34 @@ def _model_pyramid_levels(model):
     return levels or list(DEFAULT_PYRAMID_LEVELS)
 
 
+def architecture_spec(model):
+    """What a RetinaNet's own layers tell of its recipe: classes count, pyramid levels, head sizes.
+
+    For models without a detector spec (older snapshots); fields the layers do not show
+    (custom submodels) stay None.
+
+    Returns:
+        ``DetectorSpec`` with num_classes, pyramid_levels, feature_size and head_depth.
+    """
+    names = {layer.name for layer in model.layers}
+    levels = tuple(level for level in SUPPORTED_PYRAMID_LEVELS if f"P{level}" in names) or None
+    num_classes = feature_size = head_depth = None
+    try:
+        head = model.get_layer("regression_submodel")
+    except ValueError:
+        head = None
+    if head is not None:
+        hidden = sorted(
+            (layer for layer in head.layers if layer.name.startswith("pyramid_regression_") and hasattr(layer, "filters")),
+            key=lambda layer: layer.name,
+        )
+        head_depth = len(hidden)
+        feature_size = int(head.inputs[0].shape[-1])
+    if "classification" in list(model.output_names):
+        num_classes = int(model.outputs[list(model.output_names).index("classification")].shape[-1])
+    return DetectorSpec(num_classes=num_classes, pyramid_levels=levels, feature_size=feature_size, head_depth=head_depth)
+
+
 def _check_num_anchors(model, anchor_params):
     """ValueError if the default regression head predicts another number of anchors."""
     try:
@@ -287,7 +315,7 @@ def _check_num_anchors(model, anchor_params):
         raise ValueError(
             f"the model predicts {head.filters // 4} anchors per location but the anchor parameters "
             f"give {anchor_params.num_anchors()} ({len(anchor_params.ratios)} ratios x "
-            f"{len(anchor_params.scales)} scales); pass the anchor parameters used for training"
+            f"{len(anchor_params.scales)} scales); pass the anchor parameters used for training (the tools: --config)"
         )
 
 
@@ -366,6 +394,7 @@ def retinanet_bbox(
     _check_num_anchors(model, anchor_params)
 
     pyramid_levels = _model_pyramid_levels(model) if pyramid_levels is None else check_pyramid_levels(pyramid_levels)
+    check_anchor_levels(anchor_params, pyramid_levels)
     try:
         features = [model.get_layer(f"P{level}").output for level in pyramid_levels]
     except ValueError as error:
@@ -416,15 +445,11 @@ def _spec_anchor_settings(spec, anchor_params, pyramid_levels):
     if anchor_params is None:
         anchor_params = AnchorParameters.default if saved_anchors is None else saved_anchors.to_parameters()
     elif saved_anchors is not None and not saved_anchors.matches(AnchorSpec.from_parameters(anchor_params)):
-        raise SpecConflictError(
-            f"anchor parameters ({AnchorSpec.from_parameters(anchor_params).describe()}) contradict the model: "
-            f"it was trained with {saved_anchors.describe()} (saved in its detector spec)"
-        )
+        given = AnchorSpec.from_parameters(anchor_params)
+        raise SpecConflictError(conflict_message("anchor_params", "anchors", given, saved_anchors, "the model"))
     if pyramid_levels is None:
         pyramid_levels = saved_levels
     elif saved_levels is not None and tuple(check_pyramid_levels(pyramid_levels)) != tuple(saved_levels):
-        raise SpecConflictError(
-            f"pyramid levels {list(pyramid_levels)} contradict the model: it was trained with levels "
-            f"{list(saved_levels)} (saved in its detector spec)"
-        )
+        given = tuple(check_pyramid_levels(pyramid_levels))
+        raise SpecConflictError(conflict_message("pyramid_levels", "pyramid_levels", given, saved_levels, "the model"))
     return anchor_params, pyramid_levels

@@ -56,8 +56,15 @@ def model_spec(model):
 
 
 def with_spec(model, spec):
-    """Set ``spec`` on a RetinaNetModel; a plain functional model is wrapped into one (same layers)."""
+    """Set ``spec`` on a RetinaNetModel; a plain functional model is wrapped into one.
+
+    The wrapper shares the model's layers and weights; a compiled model's optimizer (its
+    state included) and losses carry over, so a resumed older snapshot trains on.
+    """
     if not isinstance(model, RetinaNetModel):
-        model = RetinaNetModel(model.inputs, model.outputs, name=model.name)
+        wrapped = RetinaNetModel(model.inputs, model.outputs, name=model.name)
+        if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+            wrapped.compile(optimizer=model.optimizer, loss=model.loss)
+        model = wrapped
     model.spec = spec
     return model

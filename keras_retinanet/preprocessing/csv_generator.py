@@ -13,12 +13,17 @@ classes.csv, ids from 0, no background class::
     cat,1
 """
 import csv
+import io
 import os
+import warnings
 from collections import OrderedDict
 
 import numpy as np
+
 from ..utils.image import read_image_bgr, read_image_size
 from .generator import Generator
+
+MAX_LISTED_DUPLICATES = 5
 
 
 def _parse(value, function, fmt):
@@ -57,16 +62,21 @@ def _read_classes(csv_reader):
     return result
 
 
-def _read_annotations(csv_reader, classes):
+def _read_annotations(csv_reader, classes, duplicates=None):
     """{image path: [{x1, y1, x2, y2, class}, ...]} from ``path,x1,y1,x2,y2,class`` rows.
 
     Coordinates may be integers or decimals; ``path,,,,,`` declares an image without boxes.
+    A line that repeats an earlier line's box (same image, corners and class) is kept once.
+
+    Args:
+        duplicates: a list that gets (line, line it repeats) for every such line.
 
     Raises:
         ValueError: ``line N: ...`` for a wrong column count, malformed coordinates,
             x2 <= x1, y2 <= y1, or a class not in ``classes``.
     """
     result = OrderedDict()
+    first_line = {}
     for line, row in enumerate(csv_reader, start=1):
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -95,6 +105,12 @@ def _read_annotations(csv_reader, classes):
             raise ValueError(f"line {line}: y2 ({_fmt(y2)}) must be higher than y1 ({_fmt(y1)})")
         if class_name not in classes:
             raise ValueError(f"line {line}: unknown class name: {class_name!r} (classes: {list(classes)})")
+        key = (img_file, x1, y1, x2, y2, class_name)
+        if key in first_line:
+            if duplicates is not None:
+                duplicates.append((line, first_line[key]))
+            continue
+        first_line[key] = line
         boxes.append({"x1": x1, "y1": y1, "x2": x2, "y2": y2, "class": class_name})
     return result
 
@@ -104,8 +120,23 @@ def _fmt(value):
 
 
 def _open_for_csv(path):
-    """Open a CSV file for ``csv.reader`` (text mode, universal newlines kept out)."""
-    return open(path, newline="", encoding="utf-8")
+    """A CSV file as text for ``csv.reader``: UTF-8 (a leading byte-order mark is dropped).
+
+    Raises:
+        ValueError: ``line N: ...`` where the file is not UTF-8.
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(
+            f"line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+    return io.StringIO(text, newline="")
 
 
 class CSVGenerator(Generator):
@@ -126,16 +157,34 @@ class CSVGenerator(Generator):
     def __init__(self, csv_data_file, csv_class_file, base_dir=None, **kwargs):
         self.base_dir = base_dir if base_dir is not None else os.path.dirname(os.path.abspath(csv_data_file))
         self.classes = self._load_csv(csv_class_file, "class", _read_classes)
+        if not self.classes:
+            raise ValueError(f"invalid CSV class file: {csv_class_file}: no classes (the file has no class_name,id line)")
         self.labels = {label: name for name, label in self.classes.items()}
+        #: (line, line it repeats) of every annotation line that repeats an earlier one (kept once)
+        self.duplicate_lines = []
         self.image_data = self._load_csv(
-            csv_data_file, "annotations", lambda reader: _read_annotations(reader, self.classes)
+            csv_data_file, "annotations", lambda reader: _read_annotations(reader, self.classes, self.duplicate_lines)
         )
+        if not self.image_data:
+            raise ValueError(
+                f"invalid CSV annotations file: {csv_data_file}: no images (the file has no annotation line)"
+            )
+        if self.duplicate_lines:
+            listed = ", ".join(f"line {line} repeats line {first}" for line, first in self.duplicate_lines[:MAX_LISTED_DUPLICATES])
+            more = len(self.duplicate_lines) - MAX_LISTED_DUPLICATES
+            warnings.warn(
+                f"{csv_data_file}: {len(self.duplicate_lines)} duplicate annotation lines, each box kept once "
+                f"({listed}{f', and {more} more' if more > 0 else ''})",
+                stacklevel=2,
+            )
         self.image_names = list(self.image_data.keys())
         self._aspect_ratios = {}
         super().__init__(**kwargs)
 
     @staticmethod
     def _load_csv(path, kind, read):
+        if os.path.isdir(path):
+            raise ValueError(f"invalid CSV {kind} file: {path} is a folder, not a CSV file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CSV {kind} file not found: {path}")
         try:
@@ -143,6 +192,7 @@ class CSVGenerator(Generator):
                 return read(csv.reader(file, delimiter=","))
         except (ValueError, csv.Error) as error:
             raise ValueError(f"invalid CSV {kind} file: {path}: {error}") from None
+
 
     def size(self):
         return len(self.image_names)

@@ -11,6 +11,12 @@ group of image indices into a training batch:
 
 ``load_training_image`` is the one per-image training step: ``Generator[i]``, the tf.data
 pipeline (``preprocessing.pipeline``) and ``retinanet-debug`` (``inspection``) all call it.
+It goes through the per-image hooks a subclass may override (fizyr's names):
+``load_image``, ``load_annotations``, ``filter_annotations``,
+``random_visual_effect_group_entry``, ``random_transform_group_entry``,
+``preprocess_group_entry`` (which calls ``resize_image`` and ``preprocess_image``). The
+group methods (``random_transform_group``, ``preprocess_group``, ...) remain for scripts
+that call them; they loop over the per-image hooks.
 
 ``Generator[i]`` returns ``(inputs, [regression, labels])`` for group ``i`` with
 ``inputs`` (B, H, W, 3) float32, ``regression`` (B, N, 4 + 1) and ``labels`` (B, N, C + 1)
@@ -31,6 +37,7 @@ from ..utils.anchors import (
     aligned_zeros,
     anchor_targets_bbox,
     anchors_for_shape,
+    check_anchor_levels,
     guess_shapes,
 )
 from ..utils.config import anchor_settings, read_config_file
@@ -62,7 +69,7 @@ class TrainingImage(NamedTuple):
 
     image: np.ndarray
     annotations: dict
-    scale: float
+    scale: float  # with preprocess=True, as the ratio of the image widths
     dropped: int
 
 
@@ -139,6 +146,8 @@ class Generator(keras.utils.PyDataset):
         config_anchors, config_levels = anchor_settings(config)
         self.anchor_params = config_anchors if anchor_params is None else anchor_params
         self.pyramid_levels = config_levels if pyramid_levels is None else list(pyramid_levels)
+        if self.anchor_params is not None or self.pyramid_levels is not None:
+            check_anchor_levels(self.anchor_params, self.pyramid_levels)
         levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
         self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
         self._rng = random.Random(seed)
@@ -188,6 +197,12 @@ class Generator(keras.utils.PyDataset):
     def image_path(self, image_index):
         """Path of an image file."""
         raise NotImplementedError("image_path method not implemented")
+
+    def image_size(self, image_index):
+        """(height, width) of an image, from its file's header (no decoding)."""
+        from ..utils.image import read_image_size
+
+        return read_image_size(self.image_path(image_index))
 
     def load_image(self, image_index):
         """(H, W, 3) uint8 BGR image."""
@@ -378,22 +393,26 @@ class Generator(keras.utils.PyDataset):
         image, annotations = image_group[0], annotations_group[0]
         dropped = count - len(annotations["bboxes"])
 
-        if isinstance(visual_effect, str) and visual_effect == DRAW:
-            generator = self.visual_effect_generator
-            visual_effect = None if generator is None else next(generator)
-        if visual_effect is not None:
+        draw_effect = isinstance(visual_effect, str) and visual_effect == DRAW
+        if draw_effect and self.visual_effect_generator is not None:
+            image, annotations = self.random_visual_effect_group_entry(image, annotations)
+        elif not draw_effect and visual_effect is not None:
             image = visual_effect(image)
         if isinstance(transform, str) and transform == DRAW:
-            transform = None if self.transform_generator is None else next(self.transform_generator)
-        if transform is not None:
+            image, annotations = self.random_transform_group_entry(image, annotations)  # draws, if it augments
+        elif transform is not None:
             transform = adjust_transform_for_image(transform, image, self.transform_parameters.relative_translation)
             image, annotations = self.random_transform_group_entry(image, annotations, transform)
 
-        image, scale = self.resize_image(image)
-        annotations = dict(annotations)
-        annotations["bboxes"] = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4) * scale
         if preprocess:
-            image = np.asarray(self.preprocess_image(image), dtype=np.float32)
+            width = image.shape[1]
+            image, annotations = self.preprocess_group_entry(image, annotations)
+            image = np.asarray(image, dtype=np.float32)
+            scale = image.shape[1] / width
+        else:
+            image, scale = self.resize_image(image)
+            annotations = dict(annotations)
+            annotations["bboxes"] = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4) * scale
         return TrainingImage(image, annotations, float(scale), dropped)
 
     def compute_input_output(self, group):

@@ -67,6 +67,33 @@ AnchorParameters.default = AnchorParameters(
 )
 
 
+def check_anchor_levels(anchor_params, pyramid_levels):
+    """ValueError unless anchor entry i belongs to level ``pyramid_levels[i]``: stride 2 ** level.
+
+    The model's level ``l`` is a feature map of stride ``2 ** l``; anchors of another stride
+    placed on it cover another part of the image than the image (e.g. strides 8, 16, 32 on
+    levels 5, 6, 7 cover its top-left quarter), and training learns nothing from them.
+
+    Args:
+        anchor_params: ``AnchorParameters`` (None: the defaults).
+        pyramid_levels: the levels (None: 3..7).
+    """
+    anchor_params = AnchorParameters.default if anchor_params is None else anchor_params
+    levels = list(DEFAULT_PYRAMID_LEVELS if pyramid_levels is None else pyramid_levels)
+    if len(anchor_params.sizes) < len(levels):
+        raise ValueError(
+            f"anchor parameters give {len(anchor_params.sizes)} sizes for {len(levels)} pyramid levels {levels}"
+        )
+    expected = [2**level for level in levels]
+    strides = list(anchor_params.strides[: len(levels)])
+    if strides != expected:
+        raise ValueError(
+            f"pyramid levels {' '.join(map(str, levels))} have feature-map strides {' '.join(map(str, expected))} px, "
+            f"but the anchor strides are {' '.join(map(str, strides))}: the anchors would not cover the image; "
+            f"give strides {' '.join(map(str, expected))} in [anchor_parameters] (one size and stride per level)"
+        )
+
+
 def generate_anchors(base_size=16, ratios=None, scales=None):
     """Reference anchors centred on (0, 0).
 

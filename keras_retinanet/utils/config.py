@@ -12,7 +12,9 @@ Format (values are space separated)::
     levels = 3 4 5 6 7
 """
 import configparser
+import difflib
 import os
+import re
 
 from .anchors import AnchorParameters
 
@@ -22,10 +24,39 @@ ANCHOR_KEYS = ("sizes", "strides", "ratios", "scales")
 PYRAMID_KEYS = ("levels",)
 
 
+SECTIONS = {ANCHOR_SECTION: ANCHOR_KEYS, PYRAMID_SECTION: PYRAMID_KEYS}
+_SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
+_KEY_LINE = re.compile(r"^\s*([^=:\s][^=:]*?)\s*[=:]")
+
+
 def _where(config, section, key):
     path = getattr(config, "path", None)
     prefix = f"{path}: " if path else ""
-    return f"{prefix}[{section}] {key}"
+    line = getattr(config, "lines", {}).get((section, key))
+    return f"{prefix}{f'line {line}: ' if line else ''}[{section}] {key}"
+
+
+def _line_numbers(text):
+    """{(section, None): line of its header, (section, key): line of the key} of an ini text."""
+    lines, section = {}, None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        header = _SECTION_LINE.match(raw)
+        if header:
+            section = header.group(1).strip()
+            lines.setdefault((section, None), number)
+        elif section is not None and not raw[:1].isspace():
+            key = _KEY_LINE.match(raw)
+            if key:
+                lines.setdefault((section, key.group(1).strip().lower()), number)
+    return lines
+
+
+def _suggestion(name, choices):
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def read_config_file(config_path):
@@ -42,31 +73,50 @@ def read_config_file(config_path):
         ValueError: the file is not valid ini syntax, or a section misses keys or has
             keys it does not know, naming the file, section and key.
     """
+    if os.path.isdir(config_path):
+        raise ValueError(f"invalid config file: {config_path} is a folder, not an .ini file")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"config file not found: {config_path}")
+    try:
+        with open(config_path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"invalid config file: {config_path}: not UTF-8 text (byte {error.start})") from None
     config = configparser.ConfigParser()
     try:
-        with open(config_path) as f:
-            config.read_file(f)
+        config.read_string(text, source=config_path)
     except configparser.Error as error:
-        raise ValueError(f"invalid config file: {config_path}: {error}") from None
+        raise ValueError(f"invalid config file: {config_path}: {' '.join(str(error).split())}") from None
     config.path = config_path
+    config.lines = _line_numbers(text)
 
-    for section, keys in ((ANCHOR_SECTION, ANCHOR_KEYS), (PYRAMID_SECTION, PYRAMID_KEYS)):
+    for section in config.sections():
+        if section not in SECTIONS:
+            line = config.lines.get((section, None))
+            raise ValueError(
+                f"invalid config file: {config_path}: {f'line {line}: ' if line else ''}unknown section "
+                f"[{section}]{_suggestion(section, list(SECTIONS))}; the known sections are "
+                f"{', '.join(f'[{name}]' for name in SECTIONS)}"
+            )
+    if config.defaults():
+        raise ValueError(f"invalid config file: {config_path}: unknown section [{config.default_section}]")
+    for section, keys in SECTIONS.items():
         if section not in config:
             continue
         present = set(config[section].keys())
         missing = [k for k in keys if k not in present]
-        unknown = sorted(present - set(keys))
-        if missing:
-            raise ValueError(
-                f"invalid config file: {config_path}: [{section}] is missing "
-                f"{', '.join(missing)} (expected keys: {', '.join(keys)})"
-            )
+        unknown = sorted(present - set(keys), key=lambda k: config.lines.get((section, k), 0))
         if unknown:
+            line = config.lines.get((section, unknown[0]))
             raise ValueError(
-                f"invalid config file: {config_path}: [{section}] has unknown keys "
-                f"{', '.join(unknown)} (expected keys: {', '.join(keys)})"
+                f"invalid config file: {config_path}: {f'line {line}: ' if line else ''}[{section}] has unknown key "
+                f"{unknown[0]!r}{_suggestion(unknown[0], keys)} (expected keys: {', '.join(keys)})"
+            )
+        if missing:
+            line = config.lines.get((section, None))
+            raise ValueError(
+                f"invalid config file: {config_path}: {f'line {line}: ' if line else ''}[{section}] is missing "
+                f"{', '.join(missing)} (expected keys: {', '.join(keys)})"
             )
     # Parse now so that bad values fail here, with the file's name, not deep in training.
     if ANCHOR_SECTION in config:

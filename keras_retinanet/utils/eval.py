@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_retinanet import constants
 from keras_retinanet.utils.compute_overlap import compute_overlap
+from keras_retinanet.utils.files import write_atomically
 from keras_retinanet.utils.visualization import draw_annotations, draw_detections, plot_precision_recall
 
 DEFAULT_IOU_THRESHOLD = constants.DEFAULT_IOU_THRESHOLD
@@ -305,7 +306,7 @@ def _get_detections(
                         canvas, detections.boxes, detections.scores, detections.labels,
                         label_to_name=generator.label_to_name, score_threshold=score_threshold,
                     )
-                    cv2.imwrite(os.path.join(save_path, f"{index}.png"), canvas)
+                    write_image(drawn_image_path(save_path, index), canvas)
             bar.update(len(indices))
     return all_detections, inference_times
 
@@ -343,18 +344,36 @@ def _safe_file_name(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "class"
 
 
+def drawn_image_path(save_path, index):
+    """Where ``save_path`` gets image ``index`` drawn with its ground truth and detections."""
+    return os.path.join(save_path, f"{index}.png")
+
+
+def precision_recall_plot_path(save_path, label, name):
+    """Where ``save_path`` gets the precision-recall plot of class ``label`` named ``name``."""
+    return os.path.join(save_path, PRECISION_RECALL_FOLDER, f"{label}_{_safe_file_name(name)}.png")
+
+
+def write_image(path, image):
+    """Write a BGR image atomically (``utils.files.write_atomically``); OutputError if it cannot be written."""
+
+    def write(temporary):
+        if not cv2.imwrite(temporary, image):
+            raise OSError(f"OpenCV could not write {path}")
+
+    write_atomically(path, write)
+
+
 def save_precision_recall_plots(curves, average_precisions, save_path, label_to_name=None):
     """Write one precision-recall PNG per class into ``save_path/precision_recall/``.
 
     Returns:
         {label: path} of the files written.
     """
-    folder = os.path.join(save_path, PRECISION_RECALL_FOLDER)
-    os.makedirs(folder, exist_ok=True)
     paths = {}
     for label, curve in curves.items():
         name = label_to_name(label) if label_to_name else str(label)
-        path = os.path.join(folder, f"{label}_{_safe_file_name(name)}.png")
+        path = precision_recall_plot_path(save_path, label, name)
         title = f"{name} ({curve.num_annotations} instances)"
         plot_precision_recall(curve.recall, curve.precision, path, title, average_precisions[label][0])
         paths[label] = path

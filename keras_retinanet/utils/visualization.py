@@ -227,4 +227,6 @@ def plot_precision_recall(recall, precision, path, title="", average_precision=N
     axes.set_ylim(0.0, 1.05)
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    from .files import write_atomically
+
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))

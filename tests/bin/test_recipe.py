@@ -23,6 +23,7 @@ from keras_retinanet.bin import convert_model, debug, evaluate, predict, train
 from keras_retinanet.inference import load_detector
 from keras_retinanet.spec import read_spec
 from keras_retinanet.utils import synthetic
+from keras_retinanet.training import compile_training_model
 from tests.detector_model import he_initialise
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,9 @@ def run(tmp_path_factory):
     assert read_spec(snapshot) == spec  # saving again keeps the spec
 
     stripped = root / "no_spec.keras"  # the same weights, no spec: what an older snapshot is
-    keras.Model(model.inputs, model.outputs, name=model.name).save(str(stripped))
+    old = keras.Model(model.inputs, model.outputs, name=model.name)
+    compile_training_model(old, lr=1e-3)
+    old.save(str(stripped))
     assert read_spec(stripped) is None
     return {"root": root, "data": data, "images": str(root / "data" / "images"), "snapshot": str(snapshot),
             "stripped": str(stripped),
@@ -102,7 +105,7 @@ def _evaluate(run, capsys, model, *flags):
     out = run["root"] / "figures.json"
     data = run["data"]
     status = evaluate.main(["csv", data["val"], data["classes"], model, "--score-threshold", SCORE,
-                            "--metric", "all", "--json", str(out), *flags])  # fmt: skip
+                            "--metric", "all", "--json", str(out), "--overwrite", *flags])  # fmt: skip
     err = capsys.readouterr().err
     if status != 0:
         return status, err, None
@@ -136,7 +139,8 @@ def test_a_different_image_size_is_used_with_one_note(run, capsys):
     status, err, figures = _evaluate(run, capsys, run["snapshot"], "--image-min-side", "128")
     assert status == 0
     assert _notes(err) == [
-        f"retinanet-evaluate: note: image min side: {MIN_SIDE} saved in {run['snapshot']}, 128 used (--image-min-side)"
+        f"retinanet-evaluate: note: image min side {MIN_SIDE} saved in {run['snapshot']}; image min side 128 used "
+        "(--image-min-side)"
     ]
     assert figures != _evaluate(run, capsys, run["snapshot"])[2]
 
@@ -216,7 +220,7 @@ def test_convert_to_every_format_needs_no_recipe_flags(run, image, reference, fo
     _assert_same_detections(reference, detections)
 
 
-def test_exported_graphs_refuse_sizes_they_cannot_change(run, tmp_path, capsys):
+def test_exported_graphs_refuse_what_they_cannot_change(run, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert convert_model.main([run["snapshot"], str(out)]) == 0
     capsys.readouterr()
@@ -224,7 +228,13 @@ def test_exported_graphs_refuse_sizes_they_cannot_change(run, tmp_path, capsys):
                            "--output-dir", str(tmp_path / "p")])  # fmt: skip
     err = capsys.readouterr().err
     assert status == 1 and len(err.strip().splitlines()) == 1
-    assert f"--image-min-side 128 contradicts {out} (an exported graph): it was made with image_min_side {MIN_SIDE}" in err
+    assert f"--image-min-side 128 contradicts {out} (an exported graph): it was made with image min side {MIN_SIDE}" in err
+    status = predict.main([str(out), run["images"], "--config", run["other_config"], "--output-dir", str(tmp_path / "p")])
+    assert "--config (anchor parameters" in _one_line_error(capsys, status)
+    # tiles run through an exported graph at the graph's own sizes
+    assert predict.main([str(out), run["images"], "--tile", "64", "--tile-overlap", "16", "--no-images",
+                         "--output-dir", str(tmp_path / "tiles")]) == 0  # fmt: skip
+    assert _notes(capsys.readouterr().err) == []
 
 
 # ------------------------------------------------------------------------------ debug
@@ -272,9 +282,9 @@ def _one_line_error(capsys, status):
 def test_contradicting_flags_are_one_line_errors_naming_both(run, capsys, tmp_path):
     data, snapshot = run["data"], run["snapshot"]
     backbone = f"--backbone resnet50 contradicts {snapshot}: it was made with backbone {BACKBONE}"
-    anchors = (f"--config sizes 24 48 96 192 384, strides 8 16 32 64 128, ratios 0.5 1 2, scales 1 1.25 contradicts "
-               f"{snapshot}: it was made with anchor parameters sizes 24 48 96 192 384, strides 8 16 32 64 128, "
-               "ratios 0.5 1 2, scales 1 1.5")  # fmt: skip
+    anchors = ("--config (anchor parameters sizes 24 48 96 192 384, strides 8 16 32 64 128, ratios 0.5 1 2, scales 1 "
+               f"1.25) contradicts {snapshot}: it was made with anchor parameters sizes 24 48 96 192 384, strides 8 16 "
+               "32 64 128, ratios 0.5 1 2, scales 1 1.5")  # fmt: skip
 
     status = evaluate.main(["csv", data["val"], data["classes"], snapshot, "--backbone", "resnet50"])
     assert backbone in _one_line_error(capsys, status)
@@ -305,6 +315,27 @@ def test_contradicting_flags_are_one_line_errors_naming_both(run, capsys, tmp_pa
 
 
 # ------------------------------------------------------------------------------ resuming
+
+
+def test_resuming_checks_the_classes_and_gives_an_older_snapshot_a_spec(run, capsys, tmp_path):
+    data = run["data"]
+    fewer = tmp_path / "two.csv"
+    fewer.write_text("triangle,0\nrectangle,1\n")
+    subset = run["root"] / "data" / "train_without_circles.csv"  # image paths are relative to the CSV
+    subset.write_text("".join(line for line in open(data["train"]) if not line.rstrip().endswith("circle")))
+    status = train.main(["--snapshot", run["snapshot"], "--epochs", "2", "--steps", "1", "--snapshot-path",
+                         str(tmp_path / "a"), "--tensorboard-dir", "", "--no-evaluation", "csv", str(subset),
+                         str(fewer)])  # fmt: skip
+    message = _one_line_error(capsys, status)
+    assert f"snapshot {run['snapshot']} predicts 3 classes, the training set has 2 (ids 0 .. 1)" in message
+
+    folder = tmp_path / "b"
+    status = train.main(["--snapshot", run["stripped"], *right_flags(run), "--epochs", "1", "--initial-epoch", "0",
+                         "--steps", "1", "--snapshot-path", str(folder), "--tensorboard-dir", "", "--no-evaluation",
+                         "csv", data["train"], data["classes"]])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    spec = read_spec(folder / f"{BACKBONE}_csv_01.keras")
+    assert spec == read_spec(run["snapshot"])  # what the flags said, and the training set's classes
 
 
 def test_resuming_needs_no_recipe_flags(run, capsys, tmp_path):

@@ -177,3 +177,33 @@ def test_abstract_methods_raise():
             getattr(generator, name)()
     with pytest.raises(NotImplementedError):
         generator.load_image(0)
+
+
+def test_the_per_image_step_goes_through_the_subclass_hooks(shapes_dataset):
+    """fizyr-style subclasses override the per-image hooks; Generator[i] and the pipeline both use them."""
+    from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from keras_retinanet.preprocessing.pipeline import build_dataset
+    from keras_retinanet.utils.transform import random_transform_generator
+
+    calls = []
+
+    class Logged(CSVGenerator):
+        def random_transform_group_entry(self, image, annotations, transform=None):
+            calls.append("transform")
+            return super().random_transform_group_entry(image, annotations, transform)
+
+        def preprocess_group_entry(self, image, annotations):
+            calls.append("preprocess")
+            image, annotations = super().preprocess_group_entry(image, annotations)
+            return image + 1000.0, annotations  # visible in the batch
+
+    generator = Logged(shapes_dataset["train"], shapes_dataset["classes"], batch_size=2, image_min_side=128,
+                       image_max_side=128, transform_generator=random_transform_generator(flip_x_chance=0.5),
+                       shuffle_groups=False)  # fmt: skip
+    inputs, _ = generator[0]
+    assert calls == ["transform", "preprocess"] * 2
+    assert inputs[:, :128, :128].min() > 500
+    calls.clear()
+    images, _ = next(iter(build_dataset(generator, shuffle=False)))
+    assert calls.count("preprocess") >= 2 and calls.count("transform") >= 2
+    assert images.numpy()[:, :128, :128].min() > 500

@@ -51,7 +51,8 @@ def test_only_anchor_section(tmp_path):
         ("levels = 3 4 5 6 7", "levels = 3 5 4", r"\[pyramid_levels\] levels: levels must be increasing"),
         ("levels = 3 4 5 6 7", "levels = 2 3 4 5 6 7", r"6 levels but \[anchor_parameters\] gives only 5 sizes"),
         ("scales  = 1 1.2 1.6\n", "", r"\[anchor_parameters\] is missing scales"),
-        ("levels = 3 4 5 6 7", "levels = 3 4 5 6 7\nlevel = 3", r"\[pyramid_levels\] has unknown keys level"),
+        ("levels = 3 4 5 6 7", "levels = 3 4 5 6 7\nlevel = 3",
+         r"line 10: \[pyramid_levels\] has unknown key 'level' \(did you mean 'levels'\?\)"),
     ],
 )
 def test_bad_values_name_file_section_and_key(tmp_path, old, new, message):
@@ -69,3 +70,27 @@ def test_missing_and_unparsable_files(tmp_path):
     path = _write(tmp_path, "sizes = 1 2\n")
     with pytest.raises(ValueError, match=f"invalid config file: {path}: File contains no section headers"):
         read_config_file(path)
+
+
+def test_a_misspelled_section_is_an_error_naming_file_and_line(tmp_path):
+    """A section the reader does not know is not silently ignored (the defaults would be used)."""
+    path = _write(tmp_path, VALID.replace("[anchor_parameters]", "[anchor_parameter]"))
+    with pytest.raises(ValueError) as error:
+        read_config_file(path)
+    assert str(error.value) == (
+        f"invalid config file: {path}: line 2: unknown section [anchor_parameter] (did you mean 'anchor_parameters'?); "
+        "the known sections are [anchor_parameters], [pyramid_levels]"
+    )
+    with pytest.raises(ValueError, match=r"unknown section \[DEFAULT\]"):
+        read_config_file(_write(tmp_path, "[DEFAULT]\nsizes = 1\n" + VALID, "default.ini"))
+
+
+def test_values_are_reported_with_their_line_and_a_bom_is_fine(tmp_path):
+    path = _write(tmp_path, "\ufeff" + VALID.replace("ratios  = 0.5 1 2 3", "ratios  = 0.5 one 2"), "bom.ini")
+    with pytest.raises(ValueError, match=r"bom.ini: line 5: \[anchor_parameters\] ratios: 'one' is not a number"):
+        read_config_file(path)
+    assert parse_pyramid_levels(read_config_file(_write(tmp_path, "\ufeff" + VALID, "ok.ini"))) == [3, 4, 5, 6, 7]
+    latin = tmp_path / "latin.ini"
+    latin.write_bytes(VALID.encode() + b"# caf\xe9\n")
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_config_file(str(latin))

@@ -244,11 +244,11 @@ def _scene(rng, sizes):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_get_detections_scales_back_pads_batches_and_filters(
+def test_get_detections_scales_back_batches_same_sizes_and_filters(
     batch_size, fake_detection_generator, fake_inference_model
 ):
     rng = np.random.default_rng(0)
-    sizes = [(100, 120), (96, 128), (110, 100), (100, 100)]
+    sizes = [(100, 120), (100, 120), (110, 100), (100, 100)]
     images, annotations, detections = _scene(rng, sizes)
     generator = fake_detection_generator(images, annotations, ["a", "b"], scale=0.5)
     model = fake_inference_model(detections, scale=0.5)
@@ -257,10 +257,10 @@ def test_get_detections_scales_back_pads_batches_and_filters(
         generator, model, score_threshold=0.05, max_detections=2, batch_size=batch_size, progress=False
     )
 
-    if batch_size == 3:  # padded to the largest resized image of each batch
-        assert model.batch_shapes == [(3, 55, 64, 3), (1, 50, 50, 3)]
+    if batch_size == 3:  # a batch holds images of one size: never padded
+        assert model.batch_shapes == [(2, 50, 60, 3), (1, 55, 50, 3), (1, 50, 50, 3)]
     else:
-        assert model.batch_shapes == [(1, 50, 60, 3), (1, 48, 64, 3), (1, 55, 50, 3), (1, 50, 50, 3)]
+        assert model.batch_shapes == [(1, 50, 60, 3), (1, 50, 60, 3), (1, 55, 50, 3), (1, 50, 50, 3)]
     assert len(times) == 4 and np.all(times >= 0)
     for per_image in all_detections:
         # the best two above the threshold: box 0 (0.9, label 0) and the miss (0.7, label 1)
@@ -348,3 +348,19 @@ def test_equals_plain_reference_with_ties(case):
     for label, (ap, _) in average_precisions.items():
         assert 0.0 <= ap <= 1.0
         assert ap == pytest.approx(reference_voc_ap(all_detections, all_annotations, label, iou_threshold), abs=1e-12)
+
+
+def test_a_generator_that_contradicts_the_model_spec_is_warned_about(fake_detection_generator, fake_inference_model):
+    """fizyr's evaluate(generator, model) runs the model the generator's way: say when that is not the spec's."""
+    from keras_retinanet.spec import DetectorSpec
+
+    rng = np.random.default_rng(1)
+    images, annotations, detections = _scene(rng, [(100, 120)])
+    generator = fake_detection_generator(images, annotations, ["a", "b"])
+    model = fake_inference_model(detections)
+    model.spec = DetectorSpec(backbone="mobilenet128_0.25", preprocess_mode="tf", class_names=("b", "a"))
+    with pytest.warns(UserWarning) as records:
+        evaluate(generator, model, progress=False)
+    messages = [str(record.message) for record in records]
+    assert any("the generator preprocesses images otherwise than mobilenet128_0.25 (tf mode)" in m for m in messages)
+    assert any("the generator's class list [a, b] contradicts mobilenet128_0.25" in m for m in messages)

@@ -7,9 +7,8 @@ claimed), and all-point interpolated AP. It is ``tests/utils/test_eval.py``'s, a
 nothing from ``keras_retinanet``.
 
 The cases are random images of different sizes whose detections often cross the image
-border. Evaluation does not clip boxes, except for images that were zero-padded in their
-batch (``inference.KerasRunner``): those boxes are clipped to the image, in resized
-pixels, before the resize scale is undone. Both are checked, with a resize scale != 1.
+border. Evaluation does not clip boxes, one image at a time or in batches (which hold
+images of one size, so nothing is padded); checked with a resize scale != 1.
 
 Box coordinates are multiples of 1/8 px and scores multiples of 1/1024, so that the fake
 model's float32 round trip (x * scale, then / scale) gives them back exactly; IoUs within
@@ -119,9 +118,10 @@ def make_case(seed, num_images=NUM_IMAGES, num_classes=NUM_CLASSES):
     """
     rng = np.random.default_rng(seed)
     sizes = [(int(rng.integers(60, 141)), int(rng.integers(60, 141))) for _ in range(num_images)]
-    # the first batch holds an image as large as the batch in both dimensions (not padded)
-    largest = int(rng.integers(0, BATCH_SIZE))
-    sizes[largest] = (max(h for h, _ in sizes[:BATCH_SIZE]), max(w for _, w in sizes[:BATCH_SIZE]))
+    for index in range(1, num_images, 3):  # runs of two or three images of one size: batches of several
+        sizes[index] = sizes[index - 1]
+        if rng.random() < 0.5 and index + 1 < num_images:
+            sizes[index + 1] = sizes[index]
 
     annotations, raw_detections = [], []
     for height, width in sizes:
@@ -235,18 +235,6 @@ def clipped(detections, sizes, which):
     ]
 
 
-def padded_images(sizes, batch_size):
-    """Indices of the images zero-padded in their batch (resized size smaller than the batch's)."""
-    padded = set()
-    for start in range(0, len(sizes), batch_size):
-        batch = list(range(start, min(start + batch_size, len(sizes))))
-        resized = [resized_size(*sizes[i]) for i in batch]
-        batch_height = max(h for h, _ in resized)
-        batch_width = max(w for _, w in resized)
-        padded.update(i for i, (h, w) in zip(batch, resized) if (h, w) != (batch_height, batch_width))
-    return padded
-
-
 def assert_same_average_precisions(actual, expected):
     assert sorted(actual) == sorted(expected)
     for label, (ap, count) in expected.items():
@@ -315,48 +303,32 @@ def test_clipping_would_change_the_reference():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_evaluate_in_batches_clips_only_padded_images(seed, fake_detection_generator, fake_inference_model):
+def test_evaluate_in_batches_equals_one_image_at_a_time(seed, fake_detection_generator, fake_inference_model):
+    """Batches hold images of one size (no padding, which would change a real model's output):
+    the figures are the unclipped reference's, as with one image at a time."""
     sizes, annotations, detections = make_case(seed)
     generator, new_model = build(sizes, annotations, detections, fake_detection_generator, fake_inference_model)
-    padded = padded_images(sizes, BATCH_SIZE)
-    # the case has both kinds, with border-crossing boxes in each
-    unpadded_in_batch = [i for i in range(BATCH_SIZE) if i not in padded]
-    assert padded and unpadded_in_batch
-    assert any(crosses_border(box, *sizes[i]) for i in padded for box, _, _ in detections[i])
-    assert any(crosses_border(box, *sizes[i]) for i in unpadded_in_batch for box, _, _ in detections[i])
-    expected_detections = clipped(detections, sizes, padded)
-
     for iou_threshold in IOU_THRESHOLDS:
         model = new_model()
         actual, _ = evaluate(
             generator, model, iou_threshold=iou_threshold, score_threshold=0.0,
             max_detections=MAX_DETECTIONS, batch_size=BATCH_SIZE, progress=False,
         )  # fmt: skip
-        # the batches were padded as assumed
-        for call, start in enumerate(range(0, len(sizes), BATCH_SIZE)):
-            batch = range(start, min(start + BATCH_SIZE, len(sizes)))
-            resized = [resized_size(*sizes[i]) for i in batch]
-            assert model.batch_shapes[call][:3] == (
-                len(batch), max(h for h, _ in resized), max(w for _, w in resized)
-            )
-        expected = reference_average_precisions(expected_detections, annotations, iou_threshold, NUM_CLASSES)
+        expected = reference_average_precisions(detections, annotations, iou_threshold, NUM_CLASSES)
         assert_same_average_precisions(actual, expected)
-
-
-def test_batch_expectation_differs_from_unclipped_and_from_all_clipped():
-    """The batched expectation is neither "never clip" nor "always clip" on these cases."""
-    differs_from_plain = differs_from_all_clipped = False
-    for seed in SEEDS:
-        sizes, annotations, detections = make_case(seed)
-        batched = clipped(detections, sizes, padded_images(sizes, BATCH_SIZE))
-        all_clipped = clipped(detections, sizes, set(range(len(sizes))))
-        for iou_threshold in IOU_THRESHOLDS:
-            expected = reference_average_precisions(batched, annotations, iou_threshold, NUM_CLASSES)
-            plain = reference_average_precisions(detections, annotations, iou_threshold, NUM_CLASSES)
-            clip = reference_average_precisions(all_clipped, annotations, iou_threshold, NUM_CLASSES)
-            differs_from_plain |= any(abs(expected[k][0] - plain[k][0]) > 1e-6 for k in expected)
-            differs_from_all_clipped |= any(abs(expected[k][0] - clip[k][0]) > 1e-6 for k in expected)
-    assert differs_from_plain and differs_from_all_clipped
+        # one call per run of same-size images within each batch of BATCH_SIZE
+        calls = []
+        for start in range(0, len(sizes), BATCH_SIZE):
+            batch = sizes[start : start + BATCH_SIZE]
+            runs = [1]
+            for previous, size in zip(batch, batch[1:]):
+                if size == previous:
+                    runs[-1] += 1
+                else:
+                    runs.append(1)
+            calls += runs
+        assert [shape[0] for shape in model.batch_shapes] == calls
+        assert max(calls) > 1
 
 
 def test_get_detections_returns_the_model_boxes_unclipped(fake_detection_generator, fake_inference_model):

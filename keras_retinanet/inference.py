@@ -707,10 +707,11 @@ def open_keras_model(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelLoadError(f"model file not found: {path}")
+    models.check_keras_file(path)
     try:
         model = models.load_model(path)
     except Exception as error:  # keras raises many kinds for a file that is not a model
-        raise ModelLoadError(f"cannot load model {path}: {first_line(error)}") from None
+        raise ModelLoadError(f"cannot load model {path}: {first_line(error, 300)}") from None
     outputs = list(model.output_names)
     is_training = models.is_training_model(model)
     if training is True and not is_training:

@@ -15,6 +15,8 @@ from keras_retinanet import losses, models
 from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError
 from keras_retinanet.callbacks.training import (
     EpochSummary,
+    best_snapshot_path,
+    log_path,
     LinearWarmup,
     NanGuard,
     Snapshot,
@@ -286,7 +288,7 @@ def compile_training_model(model, lr=1e-5, optimizer_clipnorm=0.001):
     )
 
 
-def create_callbacks(model, training_model, prediction_model, validation_generator, args):
+def create_callbacks(model, training_model, prediction_model, validation_generator, args, train_generator=None):
     """Snapshots, NaN guard, validation mAP, LR schedule, early stopping, TensorBoard, summaries.
 
     Returns:
@@ -315,14 +317,22 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
 
     snapshot = None
     if args.snapshots:
+        has_map = args.evaluation and validation_generator is not None
         snapshot = Snapshot(
             args.snapshot_path,
             args.backbone,
             args.dataset_type,
             model=model,
             last_path=args.snapshot,
+            keep_last=getattr(args, "keep_last", None),
+            save_best=getattr(args, "save_best", False),
+            monitor="mAP" if has_map else "loss",
+            mode="max" if has_map else "min",
         )
         callbacks.append(snapshot)
+        callbacks.append(keras.callbacks.CSVLogger(
+            log_path(args.snapshot_path, args.backbone, args.dataset_type), append=bool(args.snapshot)
+        ))  # fmt: skip
     nan_guard = NanGuard(snapshot)
     callbacks.append(nan_guard)
 
@@ -345,7 +355,8 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
                 monitor="mAP", mode="max", patience=args.early_stopping_patience, verbose=1
             )
         )
-    summary = EpochSummary(args.batch_size)
+    skipped = [getattr(g, "skipped_images", None) for g in (train_generator, validation_generator) if g is not None]
+    summary = EpochSummary(args.batch_size, skipped=skipped)
     callbacks.append(summary)
     return callbacks, snapshot, nan_guard, summary
 
@@ -395,11 +406,13 @@ class TrainingRun:
 
 
 class TrainingResult:
-    """How a run ended: ``status`` 'done', 'interrupted', 'diverged' or 'output-error', and a message."""
+    """How a run ended: ``status`` 'done', 'interrupted', 'diverged' or 'output-error', a message,
+    and the images skipped as unreadable ((index, path, reason) each)."""
 
-    def __init__(self, status, message=None):
+    def __init__(self, status, message=None, skipped=()):
         self.status = status
         self.message = message
+        self.skipped = list(skipped)
 
 
 def check_anchor_coverage(generator):
@@ -425,6 +438,36 @@ def check_anchor_coverage(generator):
     if coverage.unmatched > UNMATCHED_WARNING_FRACTION * coverage.boxes:
         warnings.warn(f"{coverage.describe()}: training ignores those boxes; {advice}", stacklevel=2)
     return coverage
+
+
+MAX_LISTED_IMAGES = 5
+
+
+def _interactive():
+    import sys
+
+    return hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+
+
+def check_image_files(train_generator, validation_generator=None, full=False):
+    """Stop before training when image files are missing (or, with ``full``, do not decode).
+
+    Unreadable images met later are skipped and reported (``Generator.skipped_images``);
+    missing files are a mistake worth fixing first, and cheap to find.
+
+    Raises:
+        SetupError: naming the first files and how many there are.
+    """
+    for generator, what in ((train_generator, "training"), (validation_generator, "validation")):
+        if generator is None:
+            continue
+        problems = [(path, "missing") for _, path in generator.missing_images()]
+        if full and not problems:
+            problems = [(path, reason) for _, path, reason in generator.check_images()]
+        if problems:
+            listed = ", ".join(f"{path} ({reason})" for path, reason in problems[:MAX_LISTED_IMAGES])
+            more = f", and {len(problems) - MAX_LISTED_IMAGES} more" if len(problems) > MAX_LISTED_IMAGES else ""
+            raise SetupError(f"{len(problems)} {what} images cannot be read: {listed}{more}")
 
 
 def _input_files(args):
@@ -459,6 +502,10 @@ def _plan_snapshots(args, backbone_name, initial_epoch):
     try:
         for epoch in range(initial_epoch + 1, args.epochs + 1):
             plan.check(snapshot_path(args.snapshot_path, backbone_name, args.dataset_type, epoch), "snapshot")
+        if getattr(args, "save_best", False):
+            plan.check(best_snapshot_path(args.snapshot_path, backbone_name, args.dataset_type), "best snapshot")
+        if not args.snapshot:  # a resumed run appends to its log
+            plan.check(log_path(args.snapshot_path, backbone_name, args.dataset_type), "training log")
         for path in remove_stale_temporaries(args.snapshot_path):
             notes.append(f"removed {path}: an unfinished snapshot of an interrupted run")
     except BaseException:
@@ -520,6 +567,7 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
     if validation_generator is not None and validation_generator.size() == 0:
         validation_generator = None
     class_names = class_names_of(train_generator)
+    check_image_files(train_generator, validation_generator, full=getattr(args, "check_images", False))
     check_anchor_coverage(train_generator)
 
     with strategy.scope():
@@ -580,7 +628,7 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
     if args.compute_val_loss and validation_generator is not None:
         validation_data = build_dataset(validation_generator, num_parallel_calls=workers, repeat=False)
     callbacks, _, nan_guard, _ = create_callbacks(
-        model, training_model, prediction_model, validation_generator, args
+        model, training_model, prediction_model, validation_generator, args, train_generator
     )
 
     def train():
@@ -593,14 +641,18 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
                 validation_data=validation_data,
                 callbacks=callbacks,
                 shuffle=False,  # the dataset shuffles its groups itself
-                verbose=1,
+                verbose=1 if _interactive() else 0,  # in a log file, EpochSummary's line per epoch is the progress
             )
         except KeyboardInterrupt:
-            return TrainingResult("interrupted", "interrupted; the snapshots written so far are kept")
+            return result("interrupted", "interrupted; the snapshots written so far are kept")
         except OutputError as error:
-            return TrainingResult("output-error", f"{error}; the snapshots written before are kept")
+            return result("output-error", f"{error}; the snapshots written before are kept")
         if nan_guard.message:
-            return TrainingResult("diverged", nan_guard.message)
-        return TrainingResult("done")
+            return result("diverged", nan_guard.message)
+        return result("done")
+
+    def result(status, message=None):
+        skipped = [item for g in (train_generator, validation_generator) if g is not None for item in g.skipped_images.items()]
+        return TrainingResult(status, message, skipped)
 
     return TrainingRun(train, notes, lock)

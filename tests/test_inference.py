@@ -213,7 +213,7 @@ def test_load_detector_errors_name_the_file(tmp_path):
     with pytest.raises(ModelLoadError, match=f"cannot load TFLite model {tmp_path / 'bad.tflite'}"):
         load_detector(str(tmp_path / "bad.tflite"))
     (tmp_path / "bad.keras").write_text("not a zip")
-    with pytest.raises(ModelLoadError, match=f"cannot load model {tmp_path / 'bad.keras'}"):
+    with pytest.raises(ModelLoadError, match=f"{tmp_path / 'bad.keras'} is not a .keras model file: not a zip archive"):
         load_detector(str(tmp_path / "bad.keras"), backbone=BACKBONE)
     with pytest.raises(ValueError, match=r"expected a \(H, W, 3\) BGR image, got an array of shape \(4, 4\)"):
         Detector(BrightSquareRunner()).predict([np.zeros((4, 4))])

@@ -16,7 +16,16 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.bin import (
+    RECIPE_FLAGS,
+    ToolError,
+    first_line,
+    import_tensorflow,
+    new_parser,
+    print_notes,
+    set_verbosity,
+    tool_main,
+)
 
 PROG = "retinanet-convert-model"
 EXAMPLES = """
@@ -119,6 +128,8 @@ def parse_args(args):
 
 def check_inputs(args, format):
     """Raise ToolError for inputs that cannot work, before loading anything heavy."""
+    if os.path.isdir(args.model_in):
+        raise ToolError(f"{args.model_in} is a folder: give the training snapshot (.keras) to convert")
     if not os.path.isfile(args.model_in):
         raise ToolError(f"model file not found: {args.model_in}")
     from keras_retinanet.errors import OutputError
@@ -209,11 +220,13 @@ def convert(args, format):
 def main(args=None):
     """Entry point of retinanet-convert-model; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
+    set_verbosity(args)
     from keras_retinanet.export import ExportError, format_from_path
 
     try:
         format = format_from_path(args.model_out, args.format)
         check_inputs(args, format)
+        import_tensorflow(args.verbose)
         message, notes = convert(args, format)
     except (ToolError, ExportError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -19,7 +19,17 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.bin import (
+    RECIPE_FLAGS,
+    ToolError,
+    add_output_options,
+    first_line,
+    import_tensorflow,
+    new_parser,
+    print_notes,
+    set_verbosity,
+    tool_main,
+)
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 PROG = "retinanet-debug"
@@ -45,6 +55,9 @@ def _add_options(parser, suppress):
     parser.add_argument("--random-transform", action="store_true", default=default(False),
                         help="augment like retinanet-train --random-transform")
     parser.add_argument("--seed", type=int, default=default(None), help="seed of the random transforms")
+    parser.add_argument("--check-images", action="store_true", default=default(False),
+                        help="decode every image and list those that cannot be read (exit status 1 if any), "
+                             "without drawing anything")
     parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction,
                         default=default(True),
                         help="draw the positive anchors (default on)")
@@ -71,6 +84,8 @@ def _add_options(parser, suppress):
                         help=f"where --no-gui writes images (default ./{DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--overwrite", action="store_true", default=default(False),
                         help="replace images in --output-dir that exist already (inputs are never written over)")
+    if suppress:
+        add_output_options(parser, suppress=True)
 
 
 def parse_args(args):
@@ -146,6 +161,18 @@ def resolve_settings(args):
     if not args.model:  # nothing was assumed about a model: the defaults are simply the tool's
         recipe = Recipe(recipe.spec)
     return recipe, spec
+
+
+def _check_images(generator):
+    """--check-images: decode every image, list those that fail; the exit status."""
+    from tqdm import tqdm
+
+    with tqdm(total=generator.size(), desc="Checking", unit="image", file=sys.stderr, disable=None) as bar:
+        failures = generator.check_images(progress=lambda done: bar.update(done - bar.n))
+    print(f"images: {generator.size()}, unreadable: {len(failures)}")
+    for _, path, reason in failures:
+        print(f"  {path}: {reason}")
+    return 1 if failures else 0
 
 
 def create_generator(args, settings=None):
@@ -281,8 +308,10 @@ def run_gui(args, generator, summary):
 def main(args=None):
     """Entry point of retinanet-debug; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
+    set_verbosity(args)
     try:
         check_inputs(args)
+        import_tensorflow(args.verbose)
         recipe, model_spec = resolve_settings(args)
         generator = create_generator(args, recipe.spec)
         if model_spec is not None:
@@ -294,6 +323,8 @@ def main(args=None):
             except SpecConflictError as error:
                 raise ToolError(str(error)) from None
         print_notes(PROG, recipe.notes)
+        if args.check_images:
+            return _check_images(generator)
         from keras_retinanet.inspection import DatasetSummary
 
         summary = DatasetSummary(

@@ -19,7 +19,18 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.bin import (
+    LOGGER,
+    RECIPE_FLAGS,
+    ToolError,
+    add_output_options,
+    first_line,
+    import_tensorflow,
+    new_parser,
+    print_notes,
+    set_verbosity,
+    tool_main,
+)
 from keras_retinanet.errors import OutputError
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
@@ -83,6 +94,8 @@ def _add_options(parser, suppress):
     parser.add_argument("--json", default=default(None), metavar="OUT", help="write every figure to this JSON file")
     parser.add_argument("--overwrite", action="store_true", default=default(False),
                         help="replace --json and --save-path files that exist already (inputs are never written over)")
+    if suppress:
+        add_output_options(parser, suppress=True)
 
 
 def parse_args(args):
@@ -165,7 +178,7 @@ def load_model(args):
     from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
     from keras_retinanet.inference import load_detector
 
-    print("Loading model, this may take a second...", file=sys.stderr)
+    LOGGER.debug("loading the model")
     try:
         return load_detector(
             args.model, backbone=args.backbone, config=args.config, image_min_side=args.image_min_side,
@@ -316,10 +329,12 @@ def format_report(report):
 def main(args=None):
     """Entry point of retinanet-evaluate; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
+    set_verbosity(args)
     try:
         check_inputs(args)
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+        import_tensorflow(args.verbose)
         generator = create_generator(args)
         plan = plan_outputs(args, generator)
         detector = load_model(args)
@@ -338,6 +353,11 @@ def main(args=None):
         return 1
     if args.save_path:
         print(f"Drawn images and precision-recall plots written to {args.save_path}")
+    skipped = generator.skipped_images.items() if hasattr(generator, "skipped_images") else []
+    if skipped:
+        from keras_retinanet.preprocessing.generator import describe_skipped
+
+        LOGGER.warning(f"{describe_skipped(skipped, limit=20)}; the figures leave them out")
     return 0
 
 

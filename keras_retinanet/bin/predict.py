@@ -22,7 +22,17 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import RECIPE_FLAGS, ToolError, first_line, new_parser, print_notes, tool_main
+from keras_retinanet.bin import (
+    LOGGER,
+    RECIPE_FLAGS,
+    ToolError,
+    first_line,
+    import_tensorflow,
+    new_parser,
+    print_notes,
+    set_verbosity,
+    tool_main,
+)
 from keras_retinanet.errors import OutputError
 
 PROG = "retinanet-predict"
@@ -354,11 +364,7 @@ class Outputs:
         with self.plan.open(images_json_path(self.args), "w", "images JSON", encoding="utf-8") as file:
             json.dump(self.images, file, indent=1)
         if self.unknown_labels:
-            print(
-                f"retinanet-predict: warning: labels {sorted(self.unknown_labels)} are not in "
-                f"{self.describe_classes}; written as numbers",
-                file=sys.stderr,
-            )
+            LOGGER.warning(f"labels {sorted(self.unknown_labels)} are not in {self.describe_classes}; written as numbers")
 
 
 def _video_frames(path, first_id, output=None):
@@ -461,6 +467,7 @@ def label_names_of(detector, classes_from_file):
 def main(args=None):
     """Entry point of retinanet-predict; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
+    set_verbosity(args)
     try:
         if not os.path.exists(args.model):
             raise ToolError(f"model not found: {args.model}")
@@ -475,6 +482,7 @@ def main(args=None):
             raise ToolError(str(error)) from None
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+        import_tensorflow(args.verbose)
         from keras_retinanet.spec import class_names_from_mapping
 
         detector = load(args, class_names_from_mapping(classes) if classes else None)

@@ -10,7 +10,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import new_parser, tool_main
+from keras_retinanet.bin import LOGGER, import_tensorflow, new_parser, print_notes, set_verbosity, tool_main
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -91,6 +91,15 @@ def parse_args(args):
     parser.add_argument("--tensorboard-freq", default="epoch", help="'epoch', 'batch' or a number of batches")
     parser.add_argument("--no-snapshots", dest="snapshots", action="store_false", help="don't save snapshots")
     parser.add_argument(
+        "--keep-last", type=int, metavar="N", help="keep only the last N snapshots of this run (default: all)"
+    )
+    parser.add_argument(
+        "--save-best",
+        action="store_true",
+        help="also keep <backbone>_<dataset>_best.keras, the snapshot of the best validation mAP (without "
+        "validation data: of the lowest loss)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace snapshots of this run's epochs that exist already in --snapshot-path (never the --snapshot "
@@ -108,6 +117,12 @@ def parse_args(args):
         "weights, off with --no-weights)",
     )
     parser.add_argument("--random-transform", action="store_true", help="augment: random affine transforms and colours")
+    parser.add_argument(
+        "--check-images",
+        action="store_true",
+        help="decode every image before training and stop if one cannot be read (by default, missing files "
+        "stop the run and unreadable images met during training are skipped and reported)",
+    )
     parser.add_argument(
         "--image-min-side",
         type=int,
@@ -164,6 +179,8 @@ def check_args(parser, args):
         parser.error(f"--feature-size must be >= 1, got {args.feature_size}")
     if args.snapshot and (args.feature_size is not None or args.head_depth is not None):
         parser.error("--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with")
+    if args.keep_last is not None and args.keep_last < 1:
+        parser.error(f"--keep-last must be >= 1, got {args.keep_last}")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.head_depth is not None and args.head_depth < 0:
@@ -220,19 +237,24 @@ EXIT_STATUS = {"done": 0, "interrupted": 130, "diverged": 1, "output-error": 1}
 @tool_main("retinanet-train")
 def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
+    set_verbosity(args)
     try:
         check_inputs(args)
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+        import_tensorflow(args.verbose)
         from keras_retinanet import training  # heavy imports only once the arguments are sane
 
         run = training.prepare(args)
     except (ValueError, OSError) as error:
         print(f"retinanet-train: error: {error}", file=sys.stderr)
         return 1
-    for note in run.notes:
-        print(f"retinanet-train: note: {note}", file=sys.stderr)
+    print_notes("retinanet-train", run.notes)
     result = run()
+    if result.skipped:
+        from keras_retinanet.preprocessing.generator import describe_skipped
+
+        LOGGER.warning(describe_skipped(result.skipped, limit=20))
     if result.status == "interrupted":
         print(f"\nretinanet-train: {result.message}", file=sys.stderr)
     elif result.message:

@@ -17,6 +17,16 @@ def snapshot_path(directory, backbone, dataset_type, epoch):
     return os.path.join(directory, f"{backbone}_{dataset_type}_{epoch:02d}.keras")
 
 
+def best_snapshot_path(directory, backbone, dataset_type):
+    """Path of the best snapshot of a run (``--save-best``): ``<backbone>_<dataset>_best.keras``."""
+    return os.path.join(directory, f"{backbone}_{dataset_type}_best.keras")
+
+
+def log_path(directory, backbone, dataset_type):
+    """Path of the CSV log of the epoch figures: ``<backbone>_<dataset>_log.csv``."""
+    return os.path.join(directory, f"{backbone}_{dataset_type}_log.csv")
+
+
 def epoch_from_snapshot(path):
     """Number of epochs a snapshot has completed, from its name (``resnet50_csv_07.keras`` -> 7), or None."""
     match = SNAPSHOT_EPOCH_PATTERN.search(os.path.basename(path))
@@ -45,25 +55,64 @@ class Snapshot(keras.callbacks.Callback):
         directory: folder of the snapshots.
         backbone, dataset_type: parts of the file name ``<backbone>_<dataset>_<epoch:02d>.keras``.
         model: the model to save (default: the model being trained).
+        keep_last: keep only this many of the snapshots this run wrote (None: all); the
+            best one and the one resumed from are never removed.
+        save_best: also keep ``<backbone>_<dataset>_best.keras``, rewritten whenever
+            ``monitor`` improves.
+        monitor, mode: the log value that decides "best" and whether higher ('max') or
+            lower ('min') is better.
 
     Attributes:
         last_path: the newest snapshot written, or the one training was resumed from.
+        best_path, best_value, best_epoch: the best snapshot so far (``save_best``).
     """
 
-    def __init__(self, directory, backbone, dataset_type, model=None, last_path=None):
+    def __init__(
+        self, directory, backbone, dataset_type, model=None, last_path=None, keep_last=None, save_best=False,
+        monitor="mAP", mode="max",
+    ):  # fmt: skip
         super().__init__()
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.directory = directory
         self.backbone = backbone
         self.dataset_type = dataset_type
         self._model_to_save = model
         self.last_path = last_path
+        self.keep_last = keep_last
+        self.save_best = save_best
+        self.monitor = monitor
+        self.mode = mode
+        self.best_path = best_snapshot_path(directory, backbone, dataset_type) if save_best else None
+        self.best_value = None
+        self.best_epoch = None
+        self._written = []
+
+    def _better(self, value):
+        if value is None or not _finite(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.mode == "max" else value < self.best_value
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and "loss" in logs and not _finite(logs["loss"]):
+        logs = logs or {}
+        if "loss" in logs and not _finite(logs["loss"]):
             return  # never overwrite good weights with diverged ones
+        model = self._model_to_save or self.model
         path = snapshot_path(self.directory, self.backbone, self.dataset_type, epoch + 1)
-        save_atomically(self._model_to_save or self.model, path)
+        save_atomically(model, path)
         self.last_path = path
+        self._written.append(path)
+        value = logs.get(self.monitor)
+        if self.save_best and self._better(None if value is None else float(value)):
+            save_atomically(model, self.best_path)
+            self.best_value, self.best_epoch = float(value), epoch + 1
+        if self.keep_last is not None:
+            while len(self._written) > self.keep_last:
+                old = self._written.pop(0)
+                if os.path.exists(old):
+                    os.remove(old)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -174,12 +223,15 @@ class EpochSummary(keras.callbacks.Callback):
     Args:
         batch_size: images per step (global batch).
         print_fn: where lines go (default ``print``).
+        skipped: ``preprocessing.generator.SkippedImages`` registries (training, validation)
+            whose new entries the epoch's line names.
     """
 
-    def __init__(self, batch_size, print_fn=print):
+    def __init__(self, batch_size, print_fn=print, skipped=()):
         super().__init__()
         self.batch_size = batch_size
         self.print_fn = print_fn
+        self.skipped = [registry for registry in skipped if registry is not None]
         self.history = []
         self._start = None
         self._steps = 0
@@ -209,5 +261,10 @@ class EpochSummary(keras.callbacks.Callback):
         if "mAP" in logs:
             parts.append(f"mAP {float(logs['mAP']):.4f}")
         parts += [f"lr {learning_rate:.2e}", f"{images_per_second:.1f} images/s", f"{seconds:.0f} s"]
+        new = [item for registry in self.skipped for item in registry.new()]
+        if new:
+            from keras_retinanet.preprocessing.generator import describe_skipped
+
+            parts.append(describe_skipped(new))
         # Keras finishes its progress bar after the user's callbacks: start on a fresh line
         self.print_fn("\n" + " | ".join(parts))

@@ -125,13 +125,42 @@ def load_model(filepath, backbone_name=None):
     """
     if backbone_name is not None:
         backbone(backbone_name)
-    if not os.path.exists(filepath):
-        raise ValueError(f"cannot load model: {filepath}: no such file")
+    check_keras_file(filepath)
     model = keras.models.load_model(filepath)
     spec = model_spec(model)
     if backbone_name is not None and spec is not None and spec.backbone not in (None, backbone_name):
         raise SpecConflictError(conflict_message("backbone_name", "backbone", backbone_name, spec.backbone, filepath))
     return model
+
+
+def check_keras_file(filepath):
+    """Raise ``ModelLoadError`` naming what is wrong if ``filepath`` is not a readable ``.keras`` file.
+
+    Keras itself reports a folder, a truncated file or another format as "File not found".
+    """
+    import zipfile
+
+    from ..errors import ModelLoadError
+
+    filepath = os.fspath(filepath)
+    if os.path.isdir(filepath):
+        raise ModelLoadError(f"{filepath} is a folder, not a .keras model file (a SavedModel folder has no suffix)")
+    if not os.path.exists(filepath):
+        raise ModelLoadError(f"model file not found: {filepath}")
+    if os.path.splitext(filepath)[1].lower() == ".h5":
+        return  # Keras' legacy format: keras.models.load_model reads it
+    try:
+        with zipfile.ZipFile(filepath) as archive:
+            names = set(archive.namelist())
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelLoadError(
+            f"{filepath} is not a .keras model file: not a zip archive ({error}); truncated, or another format?"
+        ) from None
+    if broken is not None:
+        raise ModelLoadError(f"{filepath} is a damaged .keras file: {broken} does not match its checksum")
+    if "config.json" not in names:
+        raise ModelLoadError(f"{filepath} is a zip archive but not a Keras model (no config.json)")
 
 
 def is_training_model(model):

@@ -17,6 +17,7 @@ import os
 import numpy as np
 from pycocotools.coco import COCO
 
+from ..utils.files import read_utf8
 from ..utils.image import read_image_bgr
 from .generator import Generator
 
@@ -28,14 +29,23 @@ def _load_coco_json(path):
     """The parsed and checked annotation json as a pycocotools ``COCO`` object."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"COCO annotations file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            dataset = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"invalid COCO annotations file: {path}: {error}") from None
-
     def fail(message):
         raise ValueError(f"invalid COCO annotations file: {path}: {message}")
+
+    try:
+        dataset = json.loads(read_utf8(path))
+    except json.JSONDecodeError as error:
+        fail(str(error))
+    except RecursionError:
+        fail("nested too deeply")
+    except ValueError as error:  # not UTF-8 (read_utf8)
+        fail(str(error))
+
+    def is_id(value):
+        return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
     if not isinstance(dataset, dict):
         fail("the top level must be an object")
@@ -43,20 +53,34 @@ def _load_coco_json(path):
         if not isinstance(dataset.get(key), list):
             fail(f"missing list '{key}'")
     dataset.setdefault("annotations", [])
+    if not isinstance(dataset["annotations"], list):
+        fail("'annotations' must be a list")
     image_ids, category_ids = set(), set()
     for i, image in enumerate(dataset["images"]):
+        if not isinstance(image, dict):
+            fail(f"images[{i}] must be an object")
         missing = [k for k in ("id", "file_name", "width", "height") if k not in image]
         if missing:
             fail(f"images[{i}] misses {', '.join(missing)}")
+        if not is_id(image["id"]) or not isinstance(image["file_name"], str):
+            fail(f"images[{i}]: id must be a number or a string and file_name a string")
+        if not (is_number(image["width"]) and is_number(image["height"]) and image["width"] > 0 and image["height"] > 0):
+            fail(f"images[{i}]: width and height must be positive numbers, got {image['width']!r}, {image['height']!r}")
         image_ids.add(image["id"])
     for i, category in enumerate(dataset["categories"]):
+        if not isinstance(category, dict):
+            fail(f"categories[{i}] must be an object")
         missing = [k for k in ("id", "name") if k not in category]
         if missing:
             fail(f"categories[{i}] misses {', '.join(missing)}")
+        if not is_id(category["id"]) or not isinstance(category["name"], str):
+            fail(f"categories[{i}]: id must be a number or a string and name a string")
         if category["id"] in category_ids:
             fail(f"categories[{i}]: duplicate category id {category['id']}")
         category_ids.add(category["id"])
     for i, annotation in enumerate(dataset["annotations"]):
+        if not isinstance(annotation, dict):
+            fail(f"annotations[{i}] must be an object")
         where = f"annotations[{i}] (id {annotation.get('id', '?')})"
         missing = [k for k in ("image_id", "category_id", "bbox") if k not in annotation]
         if missing:
@@ -68,6 +92,8 @@ def _load_coco_json(path):
             or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)
         ):
             fail(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
+        if not is_id(annotation["image_id"]) or not is_id(annotation["category_id"]):
+            fail(f"{where}: image_id and category_id must be numbers or strings")
         if annotation["image_id"] not in image_ids:
             fail(f"{where}: unknown image_id {annotation['image_id']}")
         if annotation["category_id"] not in category_ids:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..utils.files import read_utf8
 from ..utils.image import read_image_bgr, read_image_size
 from .generator import Generator
 
@@ -125,18 +126,7 @@ def _open_for_csv(path):
     Raises:
         ValueError: ``line N: ...`` where the file is not UTF-8.
     """
-    with open(path, "rb") as file:
-        data = file.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise ValueError(
-            f"line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}); "
-            "save the file as UTF-8"
-        ) from None
-    return io.StringIO(text, newline="")
+    return io.StringIO(read_utf8(path), newline="")
 
 
 class CSVGenerator(Generator):

@@ -24,6 +24,7 @@ float32 (last column: anchor state -1 ignore / 0 negative / 1 positive). For tra
 ``preprocessing.pipeline.build_dataset`` runs the same steps in parallel in tf.data.
 """
 import random
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -56,6 +57,55 @@ GROUP_METHODS = ("none", "random", "ratio")
 PADDING_MULTIPLE = 128
 # ``load_training_image``'s default for its augmentation: draw from the generator's own generators.
 DRAW = "draw"
+
+
+# Errors of an image file that training skips (the image is replaced by another one) instead of stopping.
+UNREADABLE_IMAGE_ERRORS = (OSError,)
+MAX_SUBSTITUTES = 10  # images tried in place of an unreadable one
+
+
+class SkippedImages:
+    """The images a run could not read, and why: filled by the loaders, read by the reports.
+
+    Thread-safe (the tf.data pipeline loads images in parallel).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reasons = {}  # image index -> (path, reason), in order of discovery
+        self._reported = 0
+
+    def add(self, index, path, reason):
+        with self._lock:
+            self._reasons.setdefault(int(index), (str(path), str(reason)))
+
+    @property
+    def indices(self):
+        with self._lock:
+            return set(self._reasons)
+
+    def items(self):
+        """[(index, path, reason)] in order of discovery."""
+        with self._lock:
+            return [(index, path, reason) for index, (path, reason) in self._reasons.items()]
+
+    def new(self):
+        """The items added since the last call (for a per-epoch report)."""
+        with self._lock:
+            items = list(self._reasons.items())[self._reported :]
+            self._reported = len(self._reasons)
+        return [(index, path, reason) for index, (path, reason) in items]
+
+    def __len__(self):
+        with self._lock:
+            return len(self._reasons)
+
+
+def describe_skipped(items, limit=3):
+    """'2 unreadable images skipped: a.png (reason), b.png (reason)' of ``SkippedImages`` items."""
+    listed = ", ".join(f"{path} ({reason})" for _, path, reason in items[:limit])
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)} unreadable image{'s' if len(items) != 1 else ''} skipped: {listed}{more}"
 
 
 class TrainingImage(NamedTuple):
@@ -151,6 +201,8 @@ class Generator(keras.utils.PyDataset):
         levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
         self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
         self._rng = random.Random(seed)
+        #: the images this generator could not read during training or evaluation (skipped, reported)
+        self.skipped_images = SkippedImages()
 
         self.group_images()
         if self.shuffle_groups:
@@ -415,9 +467,79 @@ class Generator(keras.utils.PyDataset):
             annotations["bboxes"] = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4) * scale
         return TrainingImage(image, annotations, float(scale), dropped)
 
+    def load_training_image_or_substitute(self, image_index, **kwargs):
+        """``load_training_image``; an image that cannot be read is recorded in ``skipped_images``
+        and replaced by the next readable one, so that a bad file does not stop a long run.
+
+        Raises:
+            OSError: ``MAX_SUBSTITUTES`` images in a row could not be read.
+        """
+        from ..errors import first_line
+
+        for attempt in range(MAX_SUBSTITUTES + 1):
+            index = (int(image_index) + attempt) % self.size()
+            if attempt and index in self.skipped_images.indices:
+                continue
+            try:
+                return self.load_training_image(index, **kwargs)
+            except UNREADABLE_IMAGE_ERRORS as error:
+                self.skipped_images.add(index, self._describe_path(index), first_line(error))
+        raise OSError(
+            f"{MAX_SUBSTITUTES + 1} images in a row could not be read, the last {self._describe_path(index)}: "
+            "check the dataset (retinanet-debug --check-images)"
+        )
+
+    def _describe_path(self, image_index):
+        try:
+            return str(self.image_path(image_index))
+        except NotImplementedError:
+            return f"image {image_index}"
+
+    def missing_images(self):
+        """[(index, path)] of the images whose file does not exist (a cheap check before training)."""
+        import os
+
+        missing = []
+        for index in range(self.size()):
+            try:
+                path = self.image_path(index)
+            except NotImplementedError:
+                return []
+            if not os.path.isfile(path):
+                missing.append((index, path))
+        return missing
+
+    def check_images(self, workers=2, progress=None):
+        """Decode every image (``load_image``): [(index, path, reason)] of those that fail.
+
+        Args:
+            workers: threads (OpenCV decodes outside the GIL).
+            progress: f(number done) called as images finish, or None.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..errors import first_line
+
+        def check(index):
+            try:
+                self.load_image(index)
+            except (OSError, ValueError) as error:
+                return index, self._describe_path(index), first_line(error)
+            return None
+
+        failures = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for done, result in enumerate(pool.map(check, range(self.size())), start=1):
+                if result is not None:
+                    failures.append(result)
+                if progress is not None:
+                    progress(done)
+        return failures
+
     def compute_input_output(self, group):
-        """(inputs, targets) of a group of image indices (``load_training_image`` for each)."""
-        entries = [self.load_training_image(image_index) for image_index in group]
+        """(inputs, targets) of a group of image indices (``load_training_image`` for each; see
+        ``load_training_image_or_substitute`` for unreadable images)."""
+        entries = [self.load_training_image_or_substitute(image_index) for image_index in group]
         image_group = [entry.image for entry in entries]
         annotations_group = [entry.annotations for entry in entries]
         inputs = self.compute_inputs(image_group)

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from ..utils.files import read_utf8
 from ..utils.image import read_image_bgr, read_image_size
 from .generator import Generator
 
@@ -98,8 +99,13 @@ class PascalVocGenerator(Generator):
         set_file = os.path.join(data_dir, "ImageSets", "Main", f"{set_name}.txt")
         if not os.path.isfile(set_file):
             raise FileNotFoundError(f"Pascal VOC image set file not found: {set_file}")
-        with open(set_file, encoding="utf-8") as f:
-            self.image_names = [line.split()[0] for line in f if line.strip()]
+        try:
+            text = read_utf8(set_file)
+        except ValueError as error:
+            raise ValueError(f"invalid Pascal VOC image set file: {set_file}: {error}") from None
+        self.image_names = [line.split()[0] for line in text.splitlines() if line.strip()]
+        if not self.image_names:
+            raise ValueError(f"invalid Pascal VOC image set file: {set_file}: no image names")
         super().__init__(**kwargs)
 
     def size(self):

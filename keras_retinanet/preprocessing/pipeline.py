@@ -157,7 +157,7 @@ def _load_entry(generator, effects, image_index, effect_id, transform, has_trans
         image: (H, W, 3) float32, resized and preprocessed.
         annotations: dict with ``bboxes`` (K, 4) and ``labels`` (K,), moved with the image.
     """
-    entry = generator.load_training_image(
+    entry = generator.load_training_image_or_substitute(
         int(image_index),
         visual_effect=effects.pop(effect_id) if effect_id >= 0 else None,
         transform=transform if has_transform else None,

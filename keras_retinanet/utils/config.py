@@ -17,6 +17,7 @@ import os
 import re
 
 from .anchors import AnchorParameters
+from .files import read_utf8
 
 ANCHOR_SECTION = "anchor_parameters"
 PYRAMID_SECTION = "pyramid_levels"
@@ -78,10 +79,9 @@ def read_config_file(config_path):
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"config file not found: {config_path}")
     try:
-        with open(config_path, "rb") as f:
-            text = f.read().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"invalid config file: {config_path}: not UTF-8 text (byte {error.start})") from None
+        text = read_utf8(config_path)
+    except ValueError as error:
+        raise ValueError(f"invalid config file: {config_path}: {error}") from None
     config = configparser.ConfigParser()
     try:
         config.read_string(text, source=config_path)

@@ -284,13 +284,19 @@ def _get_detections(
     all_detections = [[None] * num_classes for _ in range(num_images)]
     inference_times = np.zeros(num_images)
 
-    with tqdm(total=num_images, desc="Running network", unit="image", disable=not progress) as bar:
+    # disable=None: no bar when the output is not a terminal (a log file)
+    with tqdm(total=num_images, desc="Running network", unit="image", disable=None if progress else True) as bar:
         for batch_start in range(0, num_images, batch_size):
             indices = range(batch_start, min(batch_start + batch_size, num_images))
-            raw_images = [generator.load_image(index) for index in indices]
+            loaded = [(index, _load_or_skip(generator, index)) for index in indices]
+            indices = [index for index, image in loaded if image is not None]
+            for index, image in loaded:
+                if image is None:
+                    all_detections[index] = [np.zeros((0, 5)) for _ in range(num_classes)]
+            raw_images = [image for _, image in loaded if image is not None]
             results = detector.predict_batch(
                 raw_images, score_threshold=score_threshold, max_detections=max_detections, clip_boxes=False
-            )
+            ) if raw_images else []  # fmt: skip
             for position, (index, detections) in enumerate(zip(indices, results)):
                 rows = np.concatenate(
                     [detections.boxes.astype(np.float64), detections.scores[:, None].astype(np.float64)], axis=1
@@ -307,15 +313,45 @@ def _get_detections(
                         label_to_name=generator.label_to_name, score_threshold=score_threshold,
                     )
                     write_image(drawn_image_path(save_path, index), canvas)
-            bar.update(len(indices))
+            bar.update(len(loaded))
     return all_detections, inference_times
 
 
+def _load_or_skip(generator, index):
+    """``generator.load_image(index)``, or None for an unreadable image (recorded in ``skipped_images``).
+
+    A skipped image takes no part in the evaluation: no detections, and ``_get_annotations``
+    leaves its boxes out.
+    """
+    from keras_retinanet.errors import first_line
+
+    skipped = getattr(generator, "skipped_images", None)
+    try:
+        return generator.load_image(index)
+    except OSError as error:
+        if skipped is None:
+            raise
+        try:
+            path = generator.image_path(index)
+        except NotImplementedError:
+            path = f"image {index}"
+        skipped.add(index, path, first_line(error))
+        return None
+
+
 def _get_annotations(generator):
-    """Ground truth of every image: all_annotations[image][label] = (K, 4) x1, y1, x2, y2."""
+    """Ground truth of every image: all_annotations[image][label] = (K, 4) x1, y1, x2, y2.
+
+    Images that ``_get_detections`` could not read (``generator.skipped_images``) get none.
+    """
     num_classes = generator.num_classes()
+    skipped = getattr(generator, "skipped_images", None)
+    skipped = skipped.indices if skipped is not None else set()
     all_annotations = []
     for index in range(generator.size()):
+        if index in skipped:  # an image evaluation could not read: left out (see _load_or_skip)
+            all_annotations.append([np.zeros((0, 4)) for _ in range(num_classes)])
+            continue
         annotations = generator.load_annotations(index)
         try:
             bboxes = np.asarray(annotations["bboxes"], dtype=np.float64).reshape(-1, 4)

@@ -1,5 +1,7 @@
 """Writing outputs without losing anything: the one way every tool and exporter writes a file.
 
+(And ``read_utf8``, the one way the readers of user files decode them.)
+
 Two rules, for every output of the package:
 
 - **Atomic.** A file (or a SavedModel folder) is written under a hidden temporary name in
@@ -24,6 +26,25 @@ import tempfile
 from ..errors import OutputError
 
 TEMPORARY_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>\.[^.]*)?$")
+
+
+def read_utf8(path):
+    """The text of a UTF-8 file (a leading byte-order mark dropped), for the readers of user files.
+
+    Raises:
+        ValueError: ``line N: not UTF-8 text (byte 0x.. at column C); save the file as
+            UTF-8`` (the caller adds which file).
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(
+            f"line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
 
 
 def temporary_path(path):

@@ -176,7 +176,8 @@ def test_bad_input_gives_one_line_and_exit_1(snapshot, tmp_path, capsys):
     not_a_model = tmp_path / "notes.keras"
     not_a_model.write_text("hello")
     message = _error(capsys, [str(not_a_model), str(tmp_path / "x.keras"), "--backbone", BACKBONE])
-    assert message.startswith(f"retinanet-convert-model: error: cannot load model {not_a_model}")
+    assert message == (f"retinanet-convert-model: error: {not_a_model} is not a .keras model file: not a zip archive "
+                       "(File is not a zip file); truncated, or another format?")
 
     message = _error(capsys, [str(snapshot), str(tmp_path / "y.keras"), "--backbone", "resnet9000"])
     assert "resnet9000" in message and "mobilenet128_0.25" in message

@@ -348,5 +348,5 @@ def test_resuming_needs_no_recipe_flags(run, capsys, tmp_path):
                          "--tensorboard-dir", "", "--no-evaluation", "csv", data["train"], data["classes"]])  # fmt: skip
     assert status == 0 and _notes(capsys.readouterr().err) == []
     resumed = folder / f"{BACKBONE}_csv_02.keras"  # named after the snapshot's backbone, not resnet50
-    assert sorted(os.listdir(folder)) == sorted([snapshot.name, resumed.name])
+    assert sorted(os.listdir(folder)) == sorted([snapshot.name, resumed.name, f"{BACKBONE}_csv_log.csv"])
     assert read_spec(resumed) == read_spec(snapshot)

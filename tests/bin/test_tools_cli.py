@@ -45,3 +45,26 @@ def test_help_does_not_import_tensorflow(module):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False False"
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
+    """The CUDA "error" of every CPU-only start and absl's chatter: hidden; -v shows them; real errors still show."""
+    from tests.detector_model import training_model
+
+    snapshot = tmp_path / "snapshot.keras"
+    training_model().save(str(snapshot))
+    tool = [sys.executable, "-m", "keras_retinanet.bin.convert_model"]
+
+    def run(*extra):
+        return subprocess.run([*tool, str(snapshot), *extra], capture_output=True, text=True, timeout=300)
+
+    quiet = run(str(tmp_path / "a.keras"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "I0000" not in quiet.stderr and "cuInit" not in quiet.stderr and "absl" not in quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if line.strip()] == [
+        line for line in quiet.stderr.splitlines() if line.startswith("retinanet-convert-model: ")
+    ]
+    verbose = run(str(tmp_path / "b.keras"), "-v")
+    assert verbose.returncode == 0 and "I0000" in verbose.stderr
+    failed = run(str(tmp_path / "c.keras"), "--backbone", "resnet50")
+    assert failed.returncode == 1 and "retinanet-convert-model: error: --backbone resnet50 contradicts" in failed.stderr

@@ -56,7 +56,8 @@ def test_train_writes_snapshots_that_load_convert_and_predict(trained, capsys, s
     snapshots, args = trained
     assert train.main(args) == 0
     out = capsys.readouterr().out
-    assert sorted(os.listdir(snapshots)) == [f"{BACKBONE}_csv_01.keras", f"{BACKBONE}_csv_02.keras"]
+    assert sorted(os.listdir(snapshots)) == [f"{BACKBONE}_csv_01.keras", f"{BACKBONE}_csv_02.keras",
+                                             f"{BACKBONE}_csv_log.csv"]  # fmt: skip
     # one summary line per epoch with losses, validation mAP and throughput
     summaries = _summaries(out)
     assert len(summaries) == 2
@@ -96,7 +97,10 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     second = _summaries(capsys.readouterr().out)
     assert [l.split(" |")[0] for l in second] == ["epoch 3", "epoch 4"]
     assert "| lr 1.00e-03 |" in second[0]
-    assert sorted(os.listdir(snapshots))[-2:] == [f"{BACKBONE}_csv_03.keras", f"{BACKBONE}_csv_04.keras"]
+    assert [n for n in sorted(os.listdir(snapshots)) if n.endswith(".keras")][-2:] == [
+        f"{BACKBONE}_csv_03.keras", f"{BACKBONE}_csv_04.keras"]  # fmt: skip
+    epochs = [line.split(",")[0] for line in (snapshots / f"{BACKBONE}_csv_log.csv").read_text().splitlines()]
+    assert epochs[0] == "epoch" and epochs[-2:] == ["2", "3"]  # the resumed run appended to the log (0-based)
     final = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_04.keras"))
     assert int(final.optimizer.iterations.numpy()) == 16  # the optimiser state went on
 

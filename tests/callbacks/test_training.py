@@ -167,3 +167,16 @@ def test_linear_warmup_rejects_bad_arguments():
         LinearWarmup(-1, 0.01)
     with pytest.raises(ValueError, match="start_factor"):
         LinearWarmup(10, 0.01, start_factor=0)
+
+
+def test_snapshot_keeps_the_last_n_and_the_best(tmp_path):
+    model = _tiny_model()
+    snapshot = Snapshot(str(tmp_path), "vgg16", "csv", keep_last=2, save_best=True, monitor="mAP", mode="max")
+    snapshot.set_model(model)
+    for epoch, value in enumerate([0.1, 0.5, 0.3, 0.4]):
+        snapshot.on_epoch_end(epoch, {"loss": 1.0, "mAP": value})
+    assert sorted(os.listdir(tmp_path)) == ["vgg16_csv_03.keras", "vgg16_csv_04.keras", "vgg16_csv_best.keras"]
+    assert (snapshot.best_epoch, snapshot.best_value) == (2, 0.5)
+    assert keras.models.load_model(str(tmp_path / "vgg16_csv_best.keras")).count_params() == 4
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        Snapshot(str(tmp_path), "vgg16", "csv", keep_last=0)

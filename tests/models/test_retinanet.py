@@ -218,7 +218,7 @@ def test_save_and_reload_with_plain_keras(small_model, tmp_path):
 
 
 def test_load_model_reports_missing_file_and_bad_backbone(tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="model file not found"):
         models.load_model(str(tmp_path / "missing.keras"))
     with pytest.raises(ValueError, match="unknown backbone 'resnet9'"):
         models.load_model(str(tmp_path / "missing.keras"), backbone_name="resnet9")

@@ -146,3 +146,43 @@ def test_missing_or_unreadable_image_names_its_path(tmp_path):
     (tmp_path / "images" / "gone.png").write_text("not an image")
     with pytest.raises(OSError, match=f"could not read image {missing}"):
         generator.load_image(3)
+
+
+def test_unclear_inputs_get_clear_errors(tmp_path):
+    """A BOM is fine; Latin-1 is reported by line; empty files and folders are named for what they are."""
+    classes = tmp_path / "classes.csv"
+    classes.write_bytes("\ufeffcat,0\n".encode("utf-8"))
+    annotations = tmp_path / "annotations.csv"
+    annotations.write_bytes("\ufeffimages/a.png,1,2,30,40,cat\n".encode("utf-8"))
+    generator = CSVGenerator(str(annotations), str(classes), group_method="none")
+    assert generator.classes == {"cat": 0} and generator.image_names == ["images/a.png"]
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("images/a.png,1,2,30,40,cat\nimages/caf\u00e9.png,1,2,30,40,cat\n".encode("latin-1"))
+    with pytest.raises(ValueError) as error:
+        CSVGenerator(str(latin), str(classes), group_method="none")
+    assert str(error.value) == (
+        f"invalid CSV annotations file: {latin}: line 2: not UTF-8 text (byte 0xe9 at column 11); save the file as UTF-8"
+    )
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"invalid CSV annotations file: {empty}: no images"):
+        CSVGenerator(str(empty), str(classes), group_method="none")
+    with pytest.raises(ValueError, match=f"invalid CSV class file: {empty}: no classes"):
+        CSVGenerator(str(annotations), str(empty), group_method="none")
+    with pytest.raises(ValueError, match=f"invalid CSV class file: {tmp_path} is a folder, not a CSV file"):
+        CSVGenerator(str(annotations), str(tmp_path), group_method="none")
+
+
+def test_duplicate_lines_are_kept_once_with_a_warning(tmp_path):
+    classes = tmp_path / "classes.csv"
+    classes.write_text("cat,0\n")
+    annotations = tmp_path / "annotations.csv"
+    annotations.write_text("a.png,1,2,30,40,cat\nb.png,1,2,30,40,cat\na.png,1,2,30,40,cat\na.png,1,2,30,40,cat\n")
+    with pytest.warns(UserWarning) as records:
+        generator = CSVGenerator(str(annotations), str(classes), group_method="none")
+    assert [str(r.message) for r in records] == [
+        f"{annotations}: 2 duplicate annotation lines, each box kept once (line 3 repeats line 1, line 4 repeats line 1)"
+    ]
+    assert generator.duplicate_lines == [(3, 1), (4, 1)]
+    assert len(generator.load_annotations(generator.image_names.index("a.png"))["bboxes"]) == 1

@@ -110,12 +110,20 @@ def test_custom_anchor_target_function_is_used(mixed_dataset):
     assert calls and set(calls) == {1}
 
 
-def test_missing_image_names_its_path(tmp_path):
-    paths = synthetic.make_dataset(str(tmp_path), {"train": 2}, image_size=64)
+def test_an_unreadable_image_is_skipped_named_and_replaced(tmp_path):
+    paths = synthetic.make_dataset(str(tmp_path), {"train": 3}, image_size=64)
     generator = CSVGenerator(
-        paths["train"], paths["classes"], group_method="none", image_min_side=64, image_max_side=64
+        paths["train"], paths["classes"], group_method="none", image_min_side=64, image_max_side=64,
+        shuffle_groups=False,
     )
     missing = generator.image_path(1)
     os.remove(missing)
-    with pytest.raises(tf.errors.OpError, match=f"image file not found: {missing}"):
+    batches = _numpy(build_dataset(generator, shuffle=False))
+    assert len(batches) == 3  # the batch of the missing image holds the next readable one
+    np.testing.assert_array_equal(batches[1][0], batches[2][0])
+    assert generator.skipped_images.items() == [(1, missing, f"image file not found: {missing}")]
+    # every image unreadable: one clear error, not an endless search
+    for index in (0, 2):
+        os.remove(generator.image_path(index))
+    with pytest.raises(tf.errors.OpError, match="images in a row could not be read"):
         _numpy(build_dataset(generator, shuffle=False))

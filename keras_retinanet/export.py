@@ -37,7 +37,8 @@ from .utils.image import CAFFE_BGR_MEAN, PREPROCESS_MODES
 # the constants above (their --help) without loading TensorFlow.
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
-SUFFIX_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx", "": "saved_model"}
+# ".h5": fizyr 1.0's Keras 2 models (read; this package writes .keras)
+SUFFIX_FORMATS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite", ".onnx": "onnx", "": "saved_model"}
 INPUT_DTYPES = ("uint8", "float32")
 CHANNEL_ORDERS = ("bgr", "rgb")
 OUTPUT_NAMES = ("boxes", "scores", "labels")

@@ -132,6 +132,7 @@ class DatasetSummary:
         self.unmatched_per_label = Counter()
         self.sizes = []  # (K, 2) width, height arrays
         self.unmatched = []  # (path, box in the network input, label)
+        self.unreadable = []  # (path, reason) of images that could not be decoded
 
     def add(self, inspection):
         self.images += 1
@@ -143,6 +144,10 @@ class DatasetSummary:
             (inspection.path, box, int(label))
             for box, label in zip(inspection.boxes[~inspection.has_anchor], inspection.labels[~inspection.has_anchor])
         ]
+
+    def skip(self, path, reason):
+        """Count an image that could not be read."""
+        self.unreadable.append((path, reason))
 
     @property
     def num_boxes(self):
@@ -157,6 +162,9 @@ class DatasetSummary:
         """The summary as lines of text."""
         name = self.label_to_name
         lines = [f"images: {self.images}"]
+        if self.unreadable:
+            lines.append(f"unreadable images skipped: {len(self.unreadable)}")
+            lines += [f"  {path}: {reason}" for path, reason in self.unreadable[:MAX_LISTED_UNMATCHED]]
         per_class = ", ".join(f"{name(label)} {count}" for label, count in sorted(self.boxes_per_label.items()))
         lines.append(f"boxes: {self.num_boxes}" + (f" ({per_class})" if per_class else ""))
         if self.dropped:

@@ -166,6 +166,9 @@ class DetectorSpec:
         pyramid_levels: levels the heads run on, e.g. (3, 4, 5, 6, 7).
         image_min_side, image_max_side, no_resize: how images are resized for the model.
         feature_size, head_depth: FPN / head channels and hidden head convolutions.
+        clip_margin: boxes are clipped to [0, side - clip_margin] (1: models made by
+            fizyr 1.0, which clip to the last pixel's index; None: 0).
+        epoch: the epochs a training snapshot has completed (``--snapshot`` resumes after it).
         filter: ``FilterSpec`` of an inference model (None for a training model).
         export: ``ExportSpec`` of an exported graph (None for a Keras model).
     """
@@ -181,11 +184,13 @@ class DetectorSpec:
     no_resize: bool = None
     feature_size: int = None
     head_depth: int = None
+    clip_margin: float = None
+    epoch: int = None
     filter: FilterSpec = None
     export: ExportSpec = None
 
     def __post_init__(self):
-        for field in ("num_classes", "image_min_side", "image_max_side", "feature_size", "head_depth"):
+        for field in ("num_classes", "image_min_side", "image_max_side", "feature_size", "head_depth", "epoch"):
             value = getattr(self, field)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
@@ -326,6 +331,10 @@ def read_spec(path):
     from .export import model_file_format, read_export_spec
 
     format = model_file_format(path)
+    if format == "keras" and os.path.splitext(path)[1].lower() == ".h5":
+        from .models.fizyr import read_fizyr_spec
+
+        return read_fizyr_spec(path)
     if format == "keras":
         return read_keras_spec(path)
     return read_export_spec(path, format)

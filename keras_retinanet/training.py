@@ -12,9 +12,11 @@ import keras
 import tensorflow as tf
 
 from keras_retinanet import losses, models
-from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError
+from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError, first_line
 from keras_retinanet.callbacks.training import (
+    EpochLog,
     EpochSummary,
+    best_in_log,
     best_snapshot_path,
     log_path,
     LinearWarmup,
@@ -103,8 +105,15 @@ def training_recipe(args):
         image sizes; notes to print).
     """
     anchor_params, pyramid_levels = anchor_settings(getattr(args, "config_parsed", None))
+    backbone = args.backbone
+    weights = getattr(args, "weights", None)
+    if backbone is None and weights and os.path.splitext(weights)[1].lower() == ".h5":
+        from keras_retinanet.models.fizyr import read_fizyr_spec
+
+        fizyr = read_fizyr_spec(weights)  # fine-tuning fizyr weights: their backbone
+        backbone = None if fizyr is None else fizyr.backbone
     given = {
-        "backbone": args.backbone,
+        "backbone": backbone,
         "anchors": None if anchor_params is None else AnchorSpec.from_parameters(anchor_params),
         "pyramid_levels": pyramid_levels,
         "image_min_side": args.image_min_side,
@@ -268,13 +277,29 @@ def create_models(
         kwargs["submodel_depth"] = submodel_depth
     if spec is not None:
         kwargs["spec"] = spec
-    model = backbone_retinanet(num_classes, **kwargs)
+    from keras_retinanet.models.fizyr import fizyr_weights_model, is_fizyr_file
+
+    if weights is not None and is_fizyr_file(weights):
+        # fizyr 1.0 weights: its architecture (keras-resnet's ResNet layout, FPN and head sizes)
+        model, fresh = fizyr_weights_model(weights, num_classes, spec)
+        if fresh:
+            warnings.warn(
+                f"{weights}: {', '.join(fresh)} start from a fresh initialisation (their shapes differ: other "
+                "classes or anchors); every other layer has the file's weights",
+                stacklevel=2,
+            )
+        weights = None
+    else:
+        model = backbone_retinanet(num_classes, **kwargs)
     if not freeze_bn:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
                 layer.momentum = TRAINABLE_BN_MOMENTUM
     if weights is not None:
-        model.load_weights(weights, skip_mismatch=True)
+        try:
+            model.load_weights(weights, skip_mismatch=True)
+        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a file that is not weights
+            raise SetupError(f"cannot load the weights of {weights}: {first_line(error, 200)}") from None
     compile_training_model(model, lr, optimizer_clipnorm)
     prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
     return model, model, prediction_model
@@ -310,6 +335,7 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
                 tensorboard=tensorboard,
                 weighted_average=args.weighted_average,
                 prediction_model=prediction_model,
+                verbose=1 if _interactive() else 0,  # in a log file: the mAP is in the epoch's line
             )
         )
     if tensorboard is not None:
@@ -328,11 +354,11 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
             save_best=getattr(args, "save_best", False),
             monitor="mAP" if has_map else "loss",
             mode="max" if has_map else "min",
+            best_value=getattr(args, "earlier_best", (None, None))[0],
+            best_epoch=getattr(args, "earlier_best", (None, None))[1],
         )
         callbacks.append(snapshot)
-        callbacks.append(keras.callbacks.CSVLogger(
-            log_path(args.snapshot_path, args.backbone, args.dataset_type), append=bool(args.snapshot)
-        ))  # fmt: skip
+        callbacks.append(EpochLog(log_path(args.snapshot_path, args.backbone, args.dataset_type), append=bool(args.snapshot)))
     nan_guard = NanGuard(snapshot)
     callbacks.append(nan_guard)
 
@@ -356,12 +382,35 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
             )
         )
     skipped = [getattr(g, "skipped_images", None) for g in (train_generator, validation_generator) if g is not None]
-    summary = EpochSummary(args.batch_size, skipped=skipped)
+    summary = EpochSummary(args.batch_size, skipped=skipped, interactive=_interactive())
     callbacks.append(summary)
     return callbacks, snapshot, nan_guard, summary
 
 
+def _not_a_snapshot(path, reason):
+    return SetupError(
+        f"snapshot {path} is not a training model ({reason}); --snapshot takes a file written by retinanet-train, "
+        "not a converted inference model"
+    )
+
+
+def _load_snapshot_spec(path):
+    """The spec of a --snapshot file, refusing an inference model from its spec alone."""
+    try:
+        spec = read_spec(path)
+    except (ModelLoadError, SpecError) as error:
+        raise SetupError(f"cannot read snapshot {path}: {error}") from None
+    if spec is not None and spec.filter is not None:
+        raise _not_a_snapshot(path, "its detector spec has filter settings: it is an inference model")
+    return spec
+
+
 def _load_snapshot(path, backbone_name=None):
+    if os.path.splitext(path)[1].lower() == ".h5":
+        raise SetupError(
+            f"snapshot {path} is a Keras 2 (fizyr) file: its optimiser state cannot be resumed; start from its "
+            f"weights with --weights {path}"
+        )
     try:
         model = models.load_model(path, backbone_name=backbone_name)
     except Exception as error:  # noqa: BLE001 - any failure to read is reported with the path
@@ -413,6 +462,7 @@ class TrainingResult:
         self.status = status
         self.message = message
         self.skipped = list(skipped)
+        self.best = None  # (path, epoch, monitor, value) of --save-best's snapshot
 
 
 def check_anchor_coverage(generator):
@@ -458,6 +508,7 @@ def check_image_files(train_generator, validation_generator=None, full=False):
     Raises:
         SetupError: naming the first files and how many there are.
     """
+    messages = []
     for generator, what in ((train_generator, "training"), (validation_generator, "validation")):
         if generator is None:
             continue
@@ -467,7 +518,15 @@ def check_image_files(train_generator, validation_generator=None, full=False):
         if problems:
             listed = ", ".join(f"{path} ({reason})" for path, reason in problems[:MAX_LISTED_IMAGES])
             more = f", and {len(problems) - MAX_LISTED_IMAGES} more" if len(problems) > MAX_LISTED_IMAGES else ""
-            raise SetupError(f"{len(problems)} {what} images cannot be read: {listed}{more}")
+            messages.append(f"{len(problems)} {what} images cannot be read: {listed}{more}")
+    if messages:
+        raise SetupError("; ".join(messages))
+
+
+def _has_validation(args):
+    if args.dataset_type == "csv":
+        return bool(getattr(args, "val_annotations", None))
+    return bool(getattr(args, "val_set", None))
 
 
 def _input_files(args):
@@ -503,7 +562,16 @@ def _plan_snapshots(args, backbone_name, initial_epoch):
         for epoch in range(initial_epoch + 1, args.epochs + 1):
             plan.check(snapshot_path(args.snapshot_path, backbone_name, args.dataset_type, epoch), "snapshot")
         if getattr(args, "save_best", False):
-            plan.check(best_snapshot_path(args.snapshot_path, backbone_name, args.dataset_type), "best snapshot")
+            best = best_snapshot_path(args.snapshot_path, backbone_name, args.dataset_type)
+            log = log_path(args.snapshot_path, backbone_name, args.dataset_type)
+            monitor = "mAP" if args.evaluation and _has_validation(args) else "loss"
+            earlier = best_in_log(log, monitor, "max" if monitor == "mAP" else "min") if args.snapshot else (None, None)
+            if earlier[0] is not None and os.path.isfile(best):
+                OutputPlan(inputs=_input_files(args), overwrite=True).check(best, "best snapshot")  # not an input
+                args.earlier_best = earlier  # a resumed run goes on keeping its best: beat it to replace it
+                notes.append(f"best snapshot so far: epoch {earlier[1]} ({monitor} {earlier[0]:.4f}), {best}")
+            else:
+                plan.check(best, "best snapshot")
         if not args.snapshot:  # a resumed run appends to its log
             plan.check(log_path(args.snapshot_path, backbone_name, args.dataset_type), "training log")
         for path in remove_stale_temporaries(args.snapshot_path):
@@ -538,10 +606,21 @@ def prepare(args):
     args.backbone = spec.backbone  # names the snapshots
     backbone = models.backbone(args.backbone)
     initial_epoch = args.initial_epoch
-    if initial_epoch is None:
-        initial_epoch = (epoch_from_snapshot(args.snapshot) or 0) if args.snapshot else 0
+    if args.snapshot:
+        _load_snapshot_spec(args.snapshot)  # the kind of file first: an inference model is no snapshot
+    if initial_epoch is None and args.snapshot:
+        saved_epoch = getattr(read_spec(args.snapshot), "epoch", None)
+        named_epoch = epoch_from_snapshot(args.snapshot)
+        initial_epoch = saved_epoch if saved_epoch is not None else named_epoch
+        if initial_epoch is None:
+            raise SetupError(
+                f"cannot tell how many epochs {args.snapshot} has completed (neither its spec nor its name say): "
+                "give --initial-epoch"
+            )
+    initial_epoch = initial_epoch or 0
     if initial_epoch >= args.epochs:
         raise SetupError(f"nothing to do: the run starts at epoch {initial_epoch} and --epochs is {args.epochs}")
+    folder_existed = os.path.isdir(args.snapshot_path) if args.snapshots else True
     lock, snapshot_notes = _plan_snapshots(args, args.backbone, initial_epoch)
     notes += snapshot_notes
     try:
@@ -549,6 +628,11 @@ def prepare(args):
     except BaseException:
         if lock is not None:
             lock.release()
+        if not folder_existed:  # leave no empty snapshot folder behind a run that never started
+            try:
+                os.rmdir(args.snapshot_path)
+            except OSError:
+                pass
         raise
 
 
@@ -627,7 +711,7 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
     validation_data = None
     if args.compute_val_loss and validation_generator is not None:
         validation_data = build_dataset(validation_generator, num_parallel_calls=workers, repeat=False)
-    callbacks, _, nan_guard, _ = create_callbacks(
+    callbacks, snapshot, nan_guard, _ = create_callbacks(
         model, training_model, prediction_model, validation_generator, args, train_generator
     )
 
@@ -653,6 +737,9 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
 
     def result(status, message=None):
         skipped = [item for g in (train_generator, validation_generator) if g is not None for item in g.skipped_images.items()]
-        return TrainingResult(status, message, skipped)
+        outcome = TrainingResult(status, message, skipped)
+        if snapshot is not None and snapshot.best_path and snapshot.best_epoch is not None:
+            outcome.best = (snapshot.best_path, snapshot.best_epoch, snapshot.monitor, snapshot.best_value)
+        return outcome
 
     return TrainingRun(train, notes, lock)

@@ -204,7 +204,7 @@ def test_load_detector_errors_name_the_file(tmp_path):
     with pytest.raises(ModelLoadError, match=f"model not found: {tmp_path / 'nope.keras'}"):
         load_detector(str(tmp_path / "nope.keras"))
     (tmp_path / "model.h5").write_text("x")
-    with pytest.raises(ModelLoadError, match=r"suffix '\.h5'"):
+    with pytest.raises(ModelLoadError, match=r"model.h5 is not an HDF5 file \(an .h5 model is fizyr's or Keras 2's\)"):
         load_detector(str(tmp_path / "model.h5"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=f"cannot load SavedModel {tmp_path / 'empty'}"):

@@ -135,8 +135,10 @@ def check_inputs(args, format):
     from keras_retinanet.errors import OutputError
     from keras_retinanet.utils.files import OutputPlan
 
+    inputs = [path for path in (args.model_in, args.config) if path]
+    marker = "saved_model.pb" if format == "saved_model" else None  # only an earlier export is replaced
     try:
-        OutputPlan(inputs=[args.model_in], overwrite=args.overwrite).check(args.model_out, "output model")
+        OutputPlan(inputs=inputs, overwrite=args.overwrite).check(args.model_out, "output model", folder_marker=marker)
     except OutputError as error:
         raise ToolError(str(error)) from None
     if args.config and not os.path.isfile(args.config):
@@ -178,8 +180,9 @@ def convert(args, format):
         raise ToolError(str(error)) from None
     except (ValueError, KeyError) as error:  # config file or anchor parameters that do not fit the model
         raise ToolError(f"cannot convert {args.model_in}: {first_line(error)}") from None
+    fizyr_file = os.path.splitext(args.model_in)[1].lower() == ".h5"
     if not loaded.converted:
-        if format == "keras":
+        if format == "keras" and not fizyr_file:  # a fizyr inference model becomes a .keras one
             raise ToolError(f"{args.model_in} is an inference model already: nothing to convert to .keras")
         if filter_flags:
             flags = ", ".join("--" + name.replace("_", "-") for name in filter_flags)

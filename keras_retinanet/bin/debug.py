@@ -255,13 +255,17 @@ def run_files(args, generator, summary):
     from tqdm import tqdm
 
     from keras_retinanet.errors import OutputError
-    from keras_retinanet.inspection import draw_inspection, inspect_image
+    from keras_retinanet.inspection import draw_inspection, image_path_of, inspect_image
     from keras_retinanet.utils.eval import write_image
 
     plan, paths = plan_outputs(args, generator)
     name = _label_to_name(generator)
     for index in tqdm(range(generator.size()), desc="Inspecting", unit="image", file=sys.stderr, disable=None):
-        inspection = inspect_image(generator, index)
+        try:
+            inspection = inspect_image(generator, index)
+        except OSError as error:  # an image that cannot be decoded: listed in the summary
+            summary.skip(image_path_of(generator, index), first_line(error))
+            continue
         summary.add(inspection)
         canvas = draw_inspection(
             inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
@@ -314,6 +318,10 @@ def main(args=None):
         import_tensorflow(args.verbose)
         recipe, model_spec = resolve_settings(args)
         generator = create_generator(args, recipe.spec)
+        missing = generator.missing_images() if hasattr(generator, "missing_images") else []
+        if missing:  # as retinanet-train and -evaluate: missing files are a mistake to fix first
+            listed = ", ".join(path for _, path in missing[:5])
+            raise ToolError(f"{len(missing)} images of the dataset are missing: {listed}{', ...' if len(missing) > 5 else ''}")
         if model_spec is not None:
             from keras_retinanet.errors import SpecConflictError
             from keras_retinanet.spec import check_class_names, class_names_of

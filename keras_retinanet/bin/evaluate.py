@@ -336,6 +336,10 @@ def main(args=None):
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
         import_tensorflow(args.verbose)
         generator = create_generator(args)
+        missing = generator.missing_images() if hasattr(generator, "missing_images") else []
+        if missing:  # as retinanet-train: missing files are a mistake to fix first
+            listed = ", ".join(path for _, path in missing[:5])
+            raise ToolError(f"{len(missing)} images of the dataset are missing: {listed}{', ...' if len(missing) > 5 else ''}")
         plan = plan_outputs(args, generator)
         detector = load_model(args)
         check_classes(detector, generator, args.model)

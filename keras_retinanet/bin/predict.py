@@ -196,14 +196,15 @@ def check_images(images, videos):
 
 def read_classes(path):
     """{label: name} from a classes CSV; ToolError naming the file and line if invalid."""
-    from keras_retinanet.preprocessing.csv_generator import _read_classes
+    from keras_retinanet.preprocessing.csv_format import read_classes_file
 
+    if os.path.isdir(path):
+        raise ToolError(f"invalid classes file: {path} is a folder, not a CSV file")
     if not os.path.isfile(path):
         raise ToolError(f"classes file not found: {path}")
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            classes = _read_classes(csv.reader(file))
-    except (ValueError, csv.Error, UnicodeDecodeError) as error:
+        classes = read_classes_file(path)
+    except (ValueError, csv.Error) as error:
         raise ToolError(f"invalid classes file: {path}: {error}") from None
     if not classes:
         raise ToolError(f"invalid classes file: {path}: no classes")
@@ -233,8 +234,15 @@ def plan_outputs(args, images, videos):
     """
     from keras_retinanet.utils.files import OutputPlan
 
-    plan = OutputPlan(inputs=list(images) + list(videos), overwrite=args.overwrite)
+    others = [path for path in (args.model, args.classes, args.config) if path]
+    plan = OutputPlan(inputs=list(images) + list(videos) + others, overwrite=args.overwrite)
     plan.check_folder(args.output_dir, "--output-dir")
+    folders = {os.path.realpath(os.path.dirname(os.path.abspath(path))) for path in list(images) + list(videos)}
+    if args.draw and os.path.realpath(os.path.abspath(args.output_dir)) in folders:
+        raise OutputError(
+            f"--output-dir {args.output_dir} is a folder of the input images: the annotated copies would mix with "
+            "them; choose another folder"
+        )
     used = set()
 
     def unique(path, suffix):
@@ -285,6 +293,7 @@ class Outputs:
         self.rows, self.results, self.images = [], [], []
         self.unknown_labels = set()
         self.num_detections = 0
+        self.skipped = []  # (path, reason) of the images that could not be decoded
         self.writers = {}  # video path -> (cv2.VideoWriter, temporary path, final path)
 
     def label_to_name(self, label):
@@ -410,25 +419,33 @@ def run(args, detector, images, videos, outputs, image_outputs=None, video_outpu
     from tqdm import tqdm
 
     total = len(images) + sum(_frame_count(path) for path in videos)
-    items = _items(images, videos, image_outputs, video_outputs)
+    items = _loaded(_items(images, videos, image_outputs, video_outputs), outputs.skipped)
     with tqdm(total=total, desc="Detecting", unit="image", file=sys.stderr, disable=None) as bar:
         if args.tile is None:
             stream = detector.predict_iter(items)
         else:
             stream = (
                 (key, image, detector.predict_tiled(image, args.tile, args.tile_overlap, args.tile_nms_threshold))
-                for key, image in _loaded(items)
+                for key, image in items
             )
         for key, image, detections in stream:
             outputs.add(key, image, detections)
             bar.update(1)
 
 
-def _loaded(items):
+def _loaded(items, skipped):
+    """(key, decoded image) of every item; an image that cannot be decoded is skipped, with a warning."""
     from keras_retinanet.utils.image import read_image_bgr
 
     for key, image in items:
-        yield key, read_image_bgr(image) if isinstance(image, str) else image
+        if isinstance(image, str):
+            try:
+                image = read_image_bgr(image)
+            except OSError as error:
+                skipped.append((key[0], first_line(error)))
+                LOGGER.warning(f"{first_line(error)}: skipped")
+                continue
+        yield key, image
 
 
 def load(args, class_names=None):
@@ -495,7 +512,7 @@ def main(args=None):
             complete = True
         except OutputError as error:
             raise ToolError(str(error)) from None
-        except (OSError, ValueError) as error:  # an image that passed the header check but not decoding
+        except (OSError, ValueError) as error:  # a video frame, a model failing on an input
             raise ToolError(first_line(error)) from None
         finally:
             try:
@@ -506,9 +523,10 @@ def main(args=None):
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     drawn = f"; annotated images in {args.output_dir}" if args.draw else ""
+    skipped = f"; {len(outputs.skipped)} unreadable images skipped" if outputs.skipped else ""
     print(
         f"{len(outputs.images)} images, {outputs.num_detections} detections above {args.score_threshold:g}"
-        f"{drawn}; detections in {args.csv} and {args.json}"
+        f"{drawn}; detections in {args.csv} and {args.json}{skipped}"
     )
     return 0
 

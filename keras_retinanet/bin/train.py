@@ -179,6 +179,8 @@ def check_args(parser, args):
         parser.error(f"--feature-size must be >= 1, got {args.feature_size}")
     if args.snapshot and (args.feature_size is not None or args.head_depth is not None):
         parser.error("--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with")
+    if args.snapshots and not args.snapshot_path:
+        parser.error("--snapshot-path is empty (give a folder, or --no-snapshots)")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error(f"--keep-last must be >= 1, got {args.keep_last}")
     if args.warmup_steps < 0:
@@ -199,6 +201,8 @@ def check_args(parser, args):
 
 
 def _require_file(path, what):
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a folder, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
 
@@ -255,6 +259,9 @@ def main(args=None):
         from keras_retinanet.preprocessing.generator import describe_skipped
 
         LOGGER.warning(describe_skipped(result.skipped, limit=20))
+    if result.best is not None:
+        path, epoch, monitor, value = result.best
+        print(f"best snapshot: {path} (epoch {epoch}, {monitor} {value:.4f})")
     if result.status == "interrupted":
         print(f"\nretinanet-train: {result.message}", file=sys.stderr)
     elif result.message:

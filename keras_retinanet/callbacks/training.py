@@ -54,13 +54,15 @@ class Snapshot(keras.callbacks.Callback):
     Args:
         directory: folder of the snapshots.
         backbone, dataset_type: parts of the file name ``<backbone>_<dataset>_<epoch:02d>.keras``.
-        model: the model to save (default: the model being trained).
+        model: the model to save (default: the model being trained). A ``RetinaNetModel``'s
+            spec records the epoch (``spec.epoch``).
         keep_last: keep only this many of the snapshots this run wrote (None: all); the
             best one and the one resumed from are never removed.
         save_best: also keep ``<backbone>_<dataset>_best.keras``, rewritten whenever
             ``monitor`` improves.
         monitor, mode: the log value that decides "best" and whether higher ('max') or
             lower ('min') is better.
+        best_value, best_epoch: the best so far of the run resumed (``best_in_log``).
 
     Attributes:
         last_path: the newest snapshot written, or the one training was resumed from.
@@ -69,7 +71,7 @@ class Snapshot(keras.callbacks.Callback):
 
     def __init__(
         self, directory, backbone, dataset_type, model=None, last_path=None, keep_last=None, save_best=False,
-        monitor="mAP", mode="max",
+        monitor="mAP", mode="max", best_value=None, best_epoch=None,
     ):  # fmt: skip
         super().__init__()
         if keep_last is not None and keep_last < 1:
@@ -84,8 +86,8 @@ class Snapshot(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.best_path = best_snapshot_path(directory, backbone, dataset_type) if save_best else None
-        self.best_value = None
-        self.best_epoch = None
+        self.best_value = best_value  # an earlier run's best (a resumed run), to beat
+        self.best_epoch = best_epoch
         self._written = []
 
     def _better(self, value):
@@ -101,6 +103,9 @@ class Snapshot(keras.callbacks.Callback):
             return  # never overwrite good weights with diverged ones
         model = self._model_to_save or self.model
         path = snapshot_path(self.directory, self.backbone, self.dataset_type, epoch + 1)
+        spec = getattr(model, "spec", None)
+        if spec is not None and hasattr(spec, "replace"):
+            model.spec = spec.replace(epoch=epoch + 1)  # a snapshot knows how many epochs it has completed
         save_atomically(model, path)
         self.last_path = path
         self._written.append(path)
@@ -217,6 +222,65 @@ class LinearWarmup(keras.callbacks.Callback):
         self._done = step == self.steps - 1
 
 
+class EpochLog(keras.callbacks.Callback):
+    """The figures of every epoch in a CSV file: epoch (1-based, as the snapshots), lr, the logs.
+
+    The whole file is written again atomically after every epoch, so a kill leaves the
+    epochs done, and columns that appear later (a resumed run with validation data) join
+    the header instead of shifting the rows.
+
+    Args:
+        path: the CSV file.
+        append: keep the rows already in it (a resumed run).
+    """
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path = path
+        self.append = append
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        import csv
+
+        self.rows = []
+        if self.append and os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as file:
+                self.rows = list(csv.DictReader(file))
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+
+        from keras_retinanet.utils.files import atomic_open
+
+        row = {"epoch": epoch + 1, "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        row.update({key: float(value) for key, value in (logs or {}).items() if key != "learning_rate"})
+        self.rows = [r for r in self.rows if str(r.get("epoch")) != str(epoch + 1)] + [row]
+        columns = list(dict.fromkeys(key for r in self.rows for key in r))
+        with atomic_open(self.path, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def best_in_log(path, monitor, mode="max"):
+    """(best value, its epoch) of ``monitor`` in an ``EpochLog`` file, or (None, None)."""
+    import csv
+
+    if not os.path.isfile(path):
+        return None, None
+    best = (None, None)
+    with open(path, newline="", encoding="utf-8") as file:
+        for row in csv.DictReader(file):
+            try:
+                value, epoch = float(row.get(monitor, "")), int(float(row["epoch"]))
+            except (TypeError, ValueError, KeyError):
+                continue
+            if math.isfinite(value) and (best[0] is None or (value > best[0] if mode == "max" else value < best[0])):
+                best = (value, epoch)
+    return best
+
+
 class EpochSummary(keras.callbacks.Callback):
     """Print one line per epoch: losses, validation mAP, learning rate, images/s, duration.
 
@@ -227,10 +291,11 @@ class EpochSummary(keras.callbacks.Callback):
             whose new entries the epoch's line names.
     """
 
-    def __init__(self, batch_size, print_fn=print, skipped=()):
+    def __init__(self, batch_size, print_fn=print, skipped=(), interactive=True):
         super().__init__()
         self.batch_size = batch_size
         self.print_fn = print_fn
+        self.interactive = interactive
         self.skipped = [registry for registry in skipped if registry is not None]
         self.history = []
         self._start = None
@@ -267,4 +332,4 @@ class EpochSummary(keras.callbacks.Callback):
 
             parts.append(describe_skipped(new))
         # Keras finishes its progress bar after the user's callbacks: start on a fresh line
-        self.print_fn("\n" + " | ".join(parts))
+        self.print_fn(("\n" if self.interactive else "") + " | ".join(parts))

@@ -66,13 +66,30 @@ class UpsampleLike(keras.layers.Layer):
     Works for any sizes (odd feature maps included), so the FPN top-down path never
     depends on the input being a multiple of the largest stride.
 
+    Args:
+        half_pixel_centers: True (default): output pixel i takes source pixel
+            floor((i + 0.5) * h / H), TensorFlow 2's mapping; False: floor(i * h / H), TF 1's,
+            which fizyr 1.0's models use (its .h5 files load with it). The same for 2x.
+
     Call: [source (B, h, w, C), target (B, H, W, _)] -> (B, H, W, C), dtype of source.
     """
+
+    def __init__(self, half_pixel_centers=True, **kwargs):
+        super().__init__(**kwargs)
+        self.half_pixel_centers = bool(half_pixel_centers)
 
     def call(self, inputs):
         source, target = inputs
         size = tf.shape(target)[1:3]
+        if not self.half_pixel_centers:
+            return tf.raw_ops.ResizeNearestNeighbor(images=source, size=size, align_corners=False,
+                                                    half_pixel_centers=False)  # fmt: skip
         return tf.image.resize(source, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+
+    def get_config(self):
+        config = super().get_config()
+        config["half_pixel_centers"] = self.half_pixel_centers
+        return config
 
     def compute_output_shape(self, input_shape):
         source, target = input_shape
@@ -114,22 +131,32 @@ class RegressBoxes(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class ClipBoxes(keras.layers.Layer):
-    """Clip boxes to the image: x into [0, W], y into [0, H].
+    """Clip boxes to the image: x into [0, W - margin], y into [0, H - margin].
+
+    Args:
+        margin: 0 (default: boxes reach the image's far edges) or 1 (fizyr 1.0's models,
+            which clip to the last pixel's index; their .h5 files load with it).
 
     Call: [image (B, H, W, C), boxes (B, N, 4)] -> (B, N, 4) float32.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, margin=0.0, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        self.margin = float(margin)
 
     def call(self, inputs):
         image, boxes = inputs
         shape = tf.cast(tf.shape(image), tf.float32)
-        height, width = shape[1], shape[2]
+        height, width = shape[1] - self.margin, shape[2] - self.margin
         boxes = tf.cast(boxes, tf.float32)
         upper = tf.stack([width, height, width, height])
         return tf.clip_by_value(boxes, 0.0, upper)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(tuple(inputs[1].shape), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["margin"] = self.margin
+        return config

@@ -28,13 +28,19 @@ from ..constants import (  # noqa: F401 (public names of this module)
 def _pairwise_iou(boxes):
     """IoU of every pair of boxes, as ``utils.compute_overlap`` (no +1 on widths).
 
+    A box whose corners are swapped (x2 < x1 or y2 < y1: a prediction clipped to the image
+    border can be) counts by its extent, as in ``tf.image.non_max_suppression`` (what
+    fizyr's filtering used), so such a box is suppressed like any other.
+
     Args:
         boxes: (B, K, 4) float32, x1, y1, x2, y2.
 
     Returns:
         (B, K, K) float32.
     """
-    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    a1, b1, a2, b2 = tf.unstack(boxes, axis=-1)
+    x1, x2 = tf.minimum(a1, a2), tf.maximum(a1, a2)
+    y1, y2 = tf.minimum(b1, b2), tf.maximum(b1, b2)
     inter_w = tf.minimum(x2[:, :, None], x2[:, None, :]) - tf.maximum(x1[:, :, None], x1[:, None, :])
     inter_h = tf.minimum(y2[:, :, None], y2[:, None, :]) - tf.maximum(y1[:, :, None], y1[:, None, :])
     intersection = tf.maximum(inter_w, 0.0) * tf.maximum(inter_h, 0.0)

@@ -111,7 +111,10 @@ def backbone(backbone_name):
 
 
 def load_model(filepath, backbone_name=None):
-    """Load a ``.keras`` model saved by this package (training or inference model).
+    """Load a ``.keras`` model saved by this package, or a fizyr 1.0 ``.h5`` model.
+
+    fizyr's ``.h5`` files (Keras 2) are rebuilt in Keras 3 with their weights
+    (``models.fizyr.load_fizyr_model``): they give fizyr's detections.
 
     Args:
         filepath: path of the saved model.
@@ -125,6 +128,10 @@ def load_model(filepath, backbone_name=None):
     """
     if backbone_name is not None:
         backbone(backbone_name)
+    from .fizyr import is_fizyr_file, load_fizyr_model
+
+    if os.path.isfile(filepath) and is_fizyr_file(filepath):  # fizyr 1.0's Keras 2 .h5 models
+        return load_fizyr_model(filepath, backbone_name=backbone_name)
     check_keras_file(filepath)
     model = keras.models.load_model(filepath)
     spec = model_spec(model)
@@ -148,7 +155,11 @@ def check_keras_file(filepath):
     if not os.path.exists(filepath):
         raise ModelLoadError(f"model file not found: {filepath}")
     if os.path.splitext(filepath)[1].lower() == ".h5":
-        return  # Keras' legacy format: keras.models.load_model reads it
+        import h5py
+
+        if not h5py.is_hdf5(filepath):
+            raise ModelLoadError(f"{filepath} is not an HDF5 file (an .h5 model is fizyr's or Keras 2's): truncated?")
+        return  # fizyr's and Keras' legacy format: read by models.fizyr or keras.models.load_model
     try:
         with zipfile.ZipFile(filepath) as archive:
             names = set(archive.namelist())

@@ -117,7 +117,7 @@ def _conv(filters, kernel_size, name, strides=1):
     return keras.layers.Conv2D(filters, kernel_size=kernel_size, strides=strides, padding="same", name=name)
 
 
-def create_pyramid_features(backbone_layers, pyramid_levels, feature_size=FEATURE_SIZE):
+def create_pyramid_features(backbone_layers, pyramid_levels, feature_size=FEATURE_SIZE, half_pixel_centers=True):
     """Feature pyramid (Lin et al. 2017) from the backbone's C2..C5.
 
     P5..P2: 1x1 lateral conv of C_l plus the nearest-upsampled level above, then a 3x3
@@ -127,6 +127,8 @@ def create_pyramid_features(backbone_layers, pyramid_levels, feature_size=FEATUR
         backbone_layers: dict 'C2'..'C5' -> tensor (C2 only needed for level 2).
         pyramid_levels: sorted levels to return, a subset of 2..7.
         feature_size: channels of every level.
+        half_pixel_centers: the upsampling's pixel mapping (``layers.UpsampleLike``; False
+            for fizyr 1.0's models).
 
     Returns:
         list of (B, H_l, W_l, feature_size) tensors, one per level, named 'P<l>'.
@@ -140,7 +142,9 @@ def create_pyramid_features(backbone_layers, pyramid_levels, feature_size=FEATUR
     for level in range(5, lowest - 1, -1):
         lateral = _conv(feature_size, 1, f"C{level}_reduced")(backbone_layers[f"C{level}"])
         if merged is not None:
-            upsampled = layers.UpsampleLike(name=f"P{level + 1}_upsampled")([merged, lateral])
+            upsampled = layers.UpsampleLike(half_pixel_centers=half_pixel_centers, name=f"P{level + 1}_upsampled")(
+                [merged, lateral]
+            )
             lateral = keras.layers.Add(name=f"P{level}_merged")([upsampled, lateral])
         merged = lateral
         outputs[level] = _conv(feature_size, 3, f"P{level}")(merged)
@@ -354,6 +358,7 @@ def retinanet_bbox(
     max_detections=constants.DEFAULT_MAX_DETECTIONS,
     parallel_iterations=32,
     fold_batch_norm=False,
+    clip_margin=None,
     **kwargs,
 ):
     """Inference model: training model + anchors, box decoding, clipping and filtering.
@@ -373,6 +378,8 @@ def retinanet_bbox(
             folded into its convolutions (``utils.model.fold_batch_normalization``): same
             detections, faster. Leave False for a model that shares weights with a training
             model still being trained (e.g. for evaluation callbacks).
+        clip_margin: ``layers.ClipBoxes`` margin (default: the spec's, else 0; 1 reproduces
+            fizyr 1.0's models).
         **kwargs: passed to ``retinanet`` when ``model`` is None.
 
     Returns:
@@ -407,7 +414,9 @@ def retinanet_bbox(
     other = list(outputs.values())
 
     boxes = layers.RegressBoxes(name="boxes")([anchors, regression])
-    boxes = layers.ClipBoxes(name="clipped_boxes")([model.inputs[0], boxes])
+    if clip_margin is None:
+        clip_margin = (spec.clip_margin if spec is not None else None) or 0.0
+    boxes = layers.ClipBoxes(margin=clip_margin, name="clipped_boxes")([model.inputs[0], boxes])
     detections = layers.FilterDetections(
         nms=nms,
         class_specific_filter=class_specific_filter,

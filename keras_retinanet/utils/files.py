@@ -102,6 +102,7 @@ def write_atomically(path, write):
     temporary = temporary_path(path)
     try:
         os.makedirs(folder, exist_ok=True)
+        remove_stale_temporaries(folder, os.path.basename(path))
         _remove(temporary)
         write(temporary)
         if not os.path.lexists(temporary):
@@ -122,9 +123,30 @@ def write_atomically(path, write):
     except OSError as error:
         _remove(temporary)
         raise OutputError(f"cannot write {path}: {_reason(error)}") from None
+    except Exception as error:
+        _remove(temporary)
+        if _is_tensorflow_io_error(error):
+            raise OutputError(f"cannot write {path}: {_tensorflow_reason(error)}") from None
+        raise
     except BaseException:
         _remove(temporary)
         raise
+
+
+def _is_tensorflow_io_error(error):
+    """TensorFlow's own file errors (a SavedModel's writer raises these, not OSError)."""
+    import sys
+
+    tensorflow = sys.modules.get("tensorflow")
+    errors = getattr(tensorflow, "errors", None)
+    return errors is not None and isinstance(error, errors.OpError)
+
+
+def _tensorflow_reason(error):
+    text = str(getattr(error, "message", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "No space left" in text or "ResourceExhausted" in type(error).__name__:
+        return "no space left on the device"
+    return text
 
 
 def _reason(error):
@@ -172,24 +194,38 @@ def _pid_alive(pid):
     return True
 
 
-def remove_stale_temporaries(folder):
+def remove_stale_temporaries(folder, name=None):
     """Delete the temporaries of ``write_atomically`` left in ``folder`` by processes that died.
+
+    Args:
+        name: only those of this output name (default: all).
 
     Returns:
         list of the paths removed.
     """
     removed = []
     try:
-        names = os.listdir(folder)
+        entries = os.listdir(folder)
     except OSError:
         return removed
-    for name in names:
-        match = TEMPORARY_PATTERN.match(name)
+    for entry in entries:
+        match = TEMPORARY_PATTERN.match(entry)
+        if name is not None and (not match or match.group("name") != name):
+            continue
         if match and int(match.group("pid")) != os.getpid() and not _pid_alive(int(match.group("pid"))):
-            path = os.path.join(folder, name)
+            path = os.path.join(folder, entry)
             _remove(path)
             removed.append(path)
     return removed
+
+
+def _inside(path, folder):
+    """Whether ``path`` lies in ``folder`` (or below), following links."""
+    try:
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+    except OSError:
+        return False
+    return os.path.commonpath([path, folder]) == folder
 
 
 def _same_file(a, b):
@@ -239,8 +275,13 @@ class OutputPlan:
             raise OutputError(f"cannot write the {what} {folder}: {problem}")
         return folder
 
-    def check(self, path, what="output"):
+    def check(self, path, what="output", folder_marker=None):
         """Refuse ``path`` if it is an input, an existing file not created by this run, or unwritable.
+
+        Also refused, whatever ``overwrite`` says: an output that is a folder holding one of
+        the inputs, and an existing folder that is not an output of the same kind (one
+        without ``folder_marker``, e.g. 'saved_model.pb'), since replacing a folder deletes
+        everything in it.
 
         Returns:
             the absolute path.
@@ -249,6 +290,12 @@ class OutputPlan:
         for source in self.inputs:
             if os.path.exists(path) and _same_file(path, source):
                 raise OutputError(f"the {what} {path} is one of the inputs: it is never written over; choose another path")
+            if os.path.isdir(path) and _inside(source, path):
+                raise OutputError(f"the {what} {path} is a folder that holds the input {source}; choose another path")
+        if os.path.isdir(path) and not os.path.islink(path):
+            if folder_marker is None or not os.path.exists(os.path.join(path, folder_marker)):
+                kind = f" (no {folder_marker} in it)" if folder_marker else ""
+                raise OutputError(f"the {what} {path} is an existing folder{kind}: it is never replaced; choose another path")
         if os.path.lexists(path) and path not in self.created and not self.overwrite:
             raise OutputError(
                 f"the {what} {path} exists already (from an earlier run?): pass {self.overwrite_flag} to replace it, "

@@ -49,15 +49,30 @@ def read_image_bgr(path):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        OSError: the file exists but is not an image OpenCV can decode.
+        OSError: the file exists but is not an image OpenCV can decode, or a JPEG that
+            ends before its end marker (OpenCV would decode its missing part as grey).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = np.fromfile(path, dtype=np.uint8)
+    if _truncated_jpeg(data):
+        raise OSError(f"could not read image {path}: a JPEG cut short (no end marker)")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise OSError(f"could not read image {path}: not an image file, or corrupt")
     return image
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_JPEG_TAIL = 4096  # the end marker is looked for in this many last bytes (some writers pad after it)
+
+
+def _truncated_jpeg(data):
+    """Whether ``data`` (file bytes) is a JPEG without its end-of-image marker."""
+    if data.size < 2 or data[:2].tobytes() != JPEG_START:
+        return False
+    return JPEG_END not in data[-_JPEG_TAIL:].tobytes()
 
 
 def read_image_size(path):

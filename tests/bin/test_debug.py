@@ -108,7 +108,7 @@ def test_bad_input_gives_one_line_and_exit_1(dataset, tmp_path, capsys):
     lost = tmp_path / "lost.csv"
     lost.write_text("images/nowhere.png,10,10,40,40,circle\n")
     message = _error(capsys, base + [str(lost), dataset["classes"]])
-    assert message == f"image file not found: {tmp_path / 'images' / 'nowhere.png'}"
+    assert message == f"1 images of the dataset are missing: {tmp_path / 'images' / 'nowhere.png'}"
     config = tmp_path / "nope.ini"
     message = _error(capsys, ["--config", str(config)] + base + [dataset["annotations"], dataset["classes"]])
     assert message == f"config file not found: {config}"

@@ -147,3 +147,61 @@ def test_anchors_that_cannot_match_stop_training_before_it_starts(data, tmp_path
     assert message.startswith("retinanet-train: error: training would learn nothing: ")
     assert "boxes in 4 training images get no positive anchor (IoU >= 0.5 with none); the boxes' shorter sides are" in message
     assert "the anchors' sides 32 .. 812.7 px" in message and "--config" in message
+
+
+def test_a_truncated_jpeg_is_caught_not_decoded_as_grey(tmp_path):
+    import cv2
+
+    from keras_retinanet.utils.image import read_image_bgr
+
+    image = synthetic.make_image(__import__("numpy").random.default_rng(0), 96, 96, 2, 20, 40)[0]
+    path = tmp_path / "a.jpg"
+    cv2.imwrite(str(path), image)
+    assert read_image_bgr(str(path)).shape == (96, 96, 3)
+    _truncate(path)
+    with pytest.raises(OSError, match="a JPEG cut short"):
+        read_image_bgr(str(path))
+
+
+def test_bad_weights_and_unresumable_snapshots_are_one_line(data, tmp_path, capsys):
+    bad = tmp_path / "weights.keras"
+    bad.write_bytes(b"not weights at all" * 10)
+    status = train.main(["--weights", str(bad), "--backbone", BACKBONE, "--epochs", "1", "--steps", "1",
+                         "--image-min-side", "128", "--image-max-side", "128", "--snapshot-path", str(tmp_path / "a"),
+                         "--tensorboard-dir", "", "csv", data["train"], data["classes"]])  # fmt: skip
+    assert _one_line(capsys, status).startswith(f"retinanet-train: error: cannot load the weights of {bad}: ")
+    folder = tmp_path / "folder.keras"
+    folder.mkdir()
+    message = _one_line(capsys, train.main(["--snapshot", str(folder), "csv", data["train"], data["classes"]]))
+    assert message == f"retinanet-train: error: snapshot {folder} is a folder, not a file"
+
+
+@pytest.mark.slow
+def test_resuming_keeps_the_best_snapshot_the_log_and_the_epoch(data, tmp_path, capsys):
+    import csv
+
+    from keras_retinanet.spec import read_spec
+
+    folder = tmp_path / "s"
+    assert _train(data, folder, "--save-best", "--no-evaluation", epochs=2) == 0
+    out = capsys.readouterr().out
+    assert f"best snapshot: {folder / (BACKBONE + '_csv_best.keras')} (epoch " in out
+    best = folder / f"{BACKBONE}_csv_best.keras"
+    best_epoch = read_spec(best).epoch
+    assert best_epoch in (1, 2)
+    # it is never written over while it is the input
+    status = train.main(["--snapshot", str(best), "--epochs", "3", "--steps", "1", "--snapshot-path", str(folder),
+                         "--tensorboard-dir", "", "--save-best", "--overwrite", "csv", data["train"], data["classes"]])
+    assert "is one of the inputs" in _one_line(capsys, status)
+    # resume from the best snapshot (its name has no epoch: its spec has), now with validation data
+    status = train.main(["--snapshot", str(best), "--epochs", "3", "--steps", "1", "--snapshot-path", str(folder),
+                         "--tensorboard-dir", "", "--overwrite", "csv", data["train"], data["classes"],
+                         "--val-annotations", data["val"]])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-2000:]
+    assert [line.split(" |")[0] for line in captured.out.splitlines() if line.startswith("epoch ")] == [
+        f"epoch {e}" for e in range(best_epoch + 1, 4)]
+    with open(folder / f"{BACKBONE}_csv_log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows][-1] == "3" and "mAP" in rows[-1] and rows[-1]["mAP"] != ""
+    assert all(row["loss"] for row in rows)  # the columns did not shift

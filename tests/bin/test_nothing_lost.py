@@ -56,11 +56,15 @@ def user(tmp_path_factory):
 def test_predict_never_writes_over_its_input_images(user, capsys):
     before = checksums(user["root"])
     status = predict.main([user["snapshot"], user["images"], "--output-dir", user["images"], "--backbone", BACKBONE])
-    message = one_line_error(capsys, status, "retinanet-predict: error: the annotated image ")
-    assert "is one of the inputs: it is never written over" in message
-    # not even when told to overwrite
+    message = one_line_error(capsys, status, f"retinanet-predict: error: --output-dir {user['images']} is a folder ")
+    assert "of the input images: the annotated copies would mix with them" in message
+    # not even when told to overwrite; and an output named like an input elsewhere is refused too
     status = predict.main([user["snapshot"], user["images"], "--output-dir", user["images"], "--overwrite"])
-    assert "is one of the inputs" in one_line_error(capsys, status, "retinanet-predict: error:")
+    assert "is a folder of the input images" in one_line_error(capsys, status, "retinanet-predict: error:")
+    image = os.path.join(user["images"], "val_00000.png")
+    status = predict.main([user["snapshot"], image, "--no-images", "--csv", image, "--overwrite",
+                           "--output-dir", str(user["root"] / "p")])  # fmt: skip
+    assert "is one of the inputs: it is never written over" in one_line_error(capsys, status, "retinanet-predict: error:")
     assert checksums(user["root"]) == before
 
 
@@ -249,3 +253,44 @@ def test_training_refuses_to_write_over_earlier_snapshots(user, tmp_path, capsys
     assert f"{earlier} exists already (from an earlier run?): pass --overwrite to replace it" in message
     assert earlier.read_bytes() == b"an earlier run's snapshot"
     assert sorted(os.listdir(folder)) == [earlier.name]
+
+
+def test_an_output_folder_is_never_emptied(user, tmp_path, capsys):
+    """--overwrite replaces an earlier output of the same kind, never a folder of the user's."""
+    work = tmp_path / "work"
+    work.mkdir()
+    model = work / "m.keras"
+    model.write_bytes(open(user["snapshot"], "rb").read())
+    (work / "thesis.txt").write_text("three years")
+    before = checksums(work)
+    status = convert_model.main(["--overwrite", str(model), str(work)])  # the folder holding the input
+    assert "is a folder that holds the input" in one_line_error(capsys, status, "retinanet-convert-model: error:")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "notes.txt").write_text("mine")
+    status = convert_model.main(["--overwrite", str(model), str(photos)])  # a folder that is not a SavedModel
+    assert "is an existing folder (no saved_model.pb in it): it is never replaced" in one_line_error(
+        capsys, status, "retinanet-convert-model: error:")
+    assert checksums(work) == before and (photos / "notes.txt").read_text() == "mine"
+
+
+def test_predict_never_writes_over_its_model_or_classes(user, tmp_path, capsys):
+    classes = tmp_path / "classes.csv"
+    classes.write_text("rectangle,0\ncircle,1\ntriangle,2\n")
+    image = os.path.join(user["images"], "val_00000.png")
+    before = checksums(user["root"])
+    status = predict.main([user["snapshot"], image, "--classes", str(classes), "--csv", str(classes), "--overwrite",
+                           "--output-dir", str(tmp_path / "p1")])  # fmt: skip
+    assert "is one of the inputs" in one_line_error(capsys, status, "retinanet-predict: error:")
+    status = predict.main([user["snapshot"], image, "--json", user["snapshot"], "--overwrite",
+                           "--output-dir", str(tmp_path / "p2")])  # fmt: skip
+    assert "is one of the inputs" in one_line_error(capsys, status, "retinanet-predict: error:")
+    jpgs = tmp_path / "jpgs"
+    jpgs.mkdir()
+    import cv2
+
+    cv2.imwrite(str(jpgs / "a.jpg"), cv2.imread(image))
+    status = predict.main([user["snapshot"], str(jpgs), "--output-dir", str(jpgs)])
+    assert "is a folder of the input images" in one_line_error(capsys, status, "retinanet-predict: error:")
+    assert classes.read_text().startswith("rectangle,0") and checksums(user["root"]) == before
+    assert os.listdir(jpgs) == ["a.jpg"]

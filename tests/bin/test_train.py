@@ -100,7 +100,7 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     assert [n for n in sorted(os.listdir(snapshots)) if n.endswith(".keras")][-2:] == [
         f"{BACKBONE}_csv_03.keras", f"{BACKBONE}_csv_04.keras"]  # fmt: skip
     epochs = [line.split(",")[0] for line in (snapshots / f"{BACKBONE}_csv_log.csv").read_text().splitlines()]
-    assert epochs[0] == "epoch" and epochs[-2:] == ["2", "3"]  # the resumed run appended to the log (0-based)
+    assert epochs[0] == "epoch" and epochs[1:] == ["1", "2", "3", "4"]  # the resumed run appended to the log
     final = keras.models.load_model(str(snapshots / f"{BACKBONE}_csv_04.keras"))
     assert int(final.optimizer.iterations.numpy()) == 16  # the optimiser state went on
 

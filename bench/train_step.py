@@ -10,8 +10,16 @@ Usage:
     python bench/train_step.py [--size 128] [--batch-size 8] [--steps 10] [--runs 3] \\
         [--configs mobilenet128_0.25:256:4 mobilenet128_0.25:64:4 ...]
 
-Each config is BACKBONE:FEATURE_SIZE:HEAD_DEPTH. Figures are medians over --runs timed
+Each config is BACKBONE:FEATURE_SIZE:HEAD_DEPTH, or BACKBONE:FEATURE_SIZE:HEAD_DEPTH:gn for
+GroupNorm in the heads (``--head-norm group``). Figures are medians over --runs timed
 blocks of --steps steps, after two warm-up steps, with min and max.
+
+The whole loop: ``retinanet-train`` itself on synthetic shapes of the same size (its input
+pipeline, augmentation off, callbacks, snapshots) for ``--loop-epochs`` epochs of
+``--loop-steps`` steps; its images/s is the mean of the epochs after the first (which
+compiles), next to the step-only figure, with the share of its CPU time spent in the
+kernel (``--no-loop`` skips it). Both run with ``utils.allocator.keep_freed_memory``, as
+the tools do.
 """
 import argparse
 import os
@@ -40,7 +48,37 @@ def parse_args(args):
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--runs", type=int, default=3, help="timed blocks")
+    parser.add_argument("--no-loop", action="store_true", help="skip the whole-loop figure")
+    parser.add_argument("--loop-epochs", type=int, default=3)
+    parser.add_argument("--loop-steps", type=int, default=16)
     return parser.parse_args(args)
+
+
+def measure_loop(config, args, workdir):
+    """retinanet-train's own images/s (epochs after the first) and its kernel share of CPU time."""
+    import re
+    import resource
+    import subprocess
+
+    from keras_retinanet.utils import synthetic
+
+    backbone, feature_size, depth, norm = _parse(config)
+    data = os.path.join(workdir, f"data_{args.size}")
+    if not os.path.exists(os.path.join(data, "train.csv")):
+        synthetic.make_dataset(data, {"train": 64}, image_size=args.size, min_size=args.size // 8, max_size=args.size // 3)
+    command = [
+        sys.executable, "-m", "keras_retinanet.bin.train", "--no-weights", "--backbone", backbone,
+        "--feature-size", feature_size, "--head-depth", depth, "--head-norm", norm, "--batch-size", str(args.batch_size),
+        "--lr", "1e-3", "--epochs", str(args.loop_epochs), "--steps", str(args.loop_steps),
+        "--image-min-side", str(args.size), "--image-max-side", str(args.size), "--no-snapshots",
+        "--tensorboard-dir", "", "--seed", "0", "csv", os.path.join(data, "train.csv"), os.path.join(data, "classes.csv"),
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rates = [float(r) for r in re.findall(r"\| ([\d.]+) images/s", output)][1:]
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return statistics.mean(rates), system / (user + system)
 
 
 def _batch(size, batch_size, num_classes, num_anchors_total, positives=20):
@@ -55,14 +93,21 @@ def _batch(size, batch_size, num_classes, num_anchors_total, positives=20):
     return images, {"regression": regression, "classification": classification}
 
 
+def _parse(config):
+    """BACKBONE:FEATURE_SIZE:HEAD_DEPTH[:gn] -> (backbone, feature size, depth, head norm)."""
+    parts = config.split(":")
+    return parts[0], parts[1], parts[2], "group" if len(parts) > 3 and parts[3] == "gn" else "none"
+
+
 def measure(config, args):
     from keras_retinanet import models
     from keras_retinanet.training import compile_training_model
     from keras_retinanet.utils.anchors import anchors_for_shape
 
-    backbone, feature_size, depth = config.split(":")
+    backbone, feature_size, depth, norm = _parse(config)
     model = models.backbone(backbone).retinanet(
-        args.classes, weights=None, freeze_bn=False, feature_size=int(feature_size), submodel_depth=int(depth)
+        args.classes, weights=None, freeze_bn=False, feature_size=int(feature_size), submodel_depth=int(depth),
+        head_norm=norm,
     )
     compile_training_model(model, lr=1e-3)
     images, targets = _batch(args.size, args.batch_size, args.classes, len(anchors_for_shape((args.size, args.size))))
@@ -78,16 +123,30 @@ def measure(config, args):
 
 
 def main(args=None):
+    import tempfile
+
+    from keras_retinanet.utils.allocator import keep_freed_memory
+
     args = parse_args(sys.argv[1:] if args is None else args)
+    keep_freed_memory()
+    workdir = tempfile.mkdtemp(prefix="retinanet_train_step_")
     print(f"train step, {args.size}x{args.size} images, batch {args.batch_size}, {args.classes} classes")
-    print("| backbone | feature size | head depth | parameters | images/s (median, min-max) |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| backbone | feature size | head depth | parameters | step only, images/s (median, min-max) "
+        "| whole loop, images/s | loop / step | loop's kernel share of CPU |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for config in args.configs:
-        backbone, feature_size, depth = config.split(":")
+        backbone, feature_size, depth, norm = _parse(config)
         params, rates = measure(config, args)
+        step = statistics.median(rates)
+        loop = "- | - | -"
+        if not args.no_loop:
+            rate, kernel = measure_loop(config, args, workdir)
+            loop = f"{rate:.1f} | {rate / step:.2f} | {100 * kernel:.0f}%"
         print(
-            f"| {backbone} | {feature_size} | {depth} | {params / 1e6:.2f} M | "
-            f"{statistics.median(rates):.1f} ({min(rates):.1f}-{max(rates):.1f}) |",
+            f"| {backbone} | {feature_size} | {depth}{' + GN' if norm == 'group' else ''} | {params / 1e6:.2f} M | "
+            f"{step:.1f} ({min(rates):.1f}-{max(rates):.1f}) | {loop} |",
             flush=True,
         )
     return 0

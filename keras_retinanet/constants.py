@@ -27,3 +27,9 @@ PADDING_VALUE = -1
 ANCHOR_IGNORE = -1
 ANCHOR_NEGATIVE = 0
 ANCHOR_POSITIVE = 1
+
+# training choices of retinanet-train (the names its flags take)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+BOX_LOSSES = ("smooth_l1", "giou")
+HEAD_NORMS = ("none", "group")
+LR_SCHEDULES = ("plateau", "cosine")

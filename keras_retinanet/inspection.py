@@ -234,28 +234,14 @@ class AnchorCoverage(NamedTuple):
         )
 
 
-def anchor_coverage(generator, max_images=COVERAGE_SAMPLE, seed=0):
-    """Match a sample of a generator's boxes to its anchors as training does, without decoding images.
-
-    Image sizes come from the files' headers (``Generator.image_size``); boxes are resized
-    with the image (no augmentation) and matched on the anchors of the padded input, with
-    ``utils.anchors.anchor_assignment``, as ``inspect_image`` (retinanet-debug) does.
-
-    Args:
-        generator: a ``Generator``.
-        max_images: images checked at most (a seeded random sample of a larger set).
-        seed: seed of the sample.
-
-    Returns:
-        ``AnchorCoverage``.
-    """
+def _coverage_sample(generator, max_images, seed):
+    """(images checked, [(padded input shape, resized image shape, boxes (K, 4) in the input)])."""
     from .utils.image import compute_resize_scale
 
     indices = np.arange(generator.size())
     if len(indices) > max_images:
         indices = np.sort(np.random.default_rng(seed).choice(indices, max_images, replace=False))
-    boxes_total = unmatched = checked = 0
-    shorter = []
+    checked, sample = 0, []
     for index in indices:
         try:
             height, width = generator.image_size(int(index))
@@ -273,15 +259,98 @@ def anchor_coverage(generator, max_images=COVERAGE_SAMPLE, seed=0):
             (height, width), generator.image_min_side, generator.image_max_side
         )
         shape = (int(round(height * scale)), int(round(width * scale)), 3)
-        boxes = boxes * scale
-        anchors = generator.generate_anchors(generator.padded_shape([shape]))
+        sample.append((generator.padded_shape([shape]), shape, boxes * scale))
+    return checked, sample
+
+
+def _count_unmatched(generator, sample, anchor_params):
+    """(boxes, boxes without a positive anchor) of a coverage sample under ``anchor_params``."""
+    from .utils.anchors import anchors_for_shape
+
+    total = unmatched = 0
+    for padded, shape, boxes in sample:
+        anchors = anchors_for_shape(
+            padded[:2], anchor_params=anchor_params, pyramid_levels=generator.pyramid_levels,
+            shapes_callback=generator.compute_shapes,
+        )
         _, matched, _ = anchor_assignment(anchors, shape, boxes)
-        boxes_total += len(boxes)
+        total += len(boxes)
         unmatched += len(boxes) - len(np.unique(matched))
-        shorter.append(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
-    sides = np.concatenate(shorter) if shorter else None
-    params = generator.anchor_params or AnchorParameters.default
-    anchor_sides = (min(params.sizes) * float(np.min(params.scales)), max(params.sizes) * float(np.max(params.scales)))
+    return total, unmatched
+
+
+def _anchor_sides(params):
+    return (min(params.sizes) * float(np.min(params.scales)), max(params.sizes) * float(np.max(params.scales)))
+
+
+def anchor_coverage(generator, max_images=COVERAGE_SAMPLE, seed=0, anchor_params=None):
+    """Match a sample of a generator's boxes to its anchors as training does, without decoding images.
+
+    Image sizes come from the files' headers (``Generator.image_size``); boxes are resized
+    with the image (no augmentation) and matched on the anchors of the padded input, with
+    ``utils.anchors.anchor_assignment``, as ``inspect_image`` (retinanet-debug) does.
+
+    Args:
+        generator: a ``Generator``.
+        max_images: images checked at most (a seeded random sample of a larger set).
+        seed: seed of the sample.
+        anchor_params: anchors to match against (default: the generator's).
+
+    Returns:
+        ``AnchorCoverage``.
+    """
+    checked, sample = _coverage_sample(generator, max_images, seed)
+    params = anchor_params or generator.anchor_params or AnchorParameters.default
+    total, unmatched = _count_unmatched(generator, sample, params)
+    sides = np.concatenate([np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) for _, _, b in sample]) if sample else None
     return AnchorCoverage(
-        checked, boxes_total, unmatched, None if sides is None else (float(sides.min()), float(sides.max())), anchor_sides
+        checked, total, unmatched, None if sides is None else (float(sides.min()), float(sides.max())), _anchor_sides(params)
+    )
+
+
+FIT_FACTORS = tuple(float(f) for f in np.round(np.geomspace(0.25, 2.0, 13), 3))
+FIT_SAMPLE = 64
+
+
+class AnchorFit(NamedTuple):
+    """Anchor sizes fitted to a dataset: the parameters and the coverage before and after."""
+
+    anchor_params: AnchorParameters
+    factor: float
+    before: AnchorCoverage
+    after: AnchorCoverage
+
+
+def fit_anchors(generator, max_images=FIT_SAMPLE, seed=0, factors=FIT_FACTORS):
+    """Scale the generator's anchor sizes to leave the fewest boxes without a positive anchor.
+
+    Every level's size is multiplied by the same factor (so the sizes keep their ratio to
+    the strides, and the levels still split the scales between them); ratios, scales and
+    strides stay. The factor is the one of ``factors`` with the fewest unmatched boxes on
+    a sample of the images (training's matching, see ``anchor_coverage``); on a tie, the
+    one closest to 1 (the paper's sizes).
+
+    Returns:
+        ``AnchorFit``.
+    """
+    base = generator.anchor_params or AnchorParameters.default
+    checked, sample = _coverage_sample(generator, max_images, seed)
+    if not sample:
+        coverage = anchor_coverage(generator, max_images, seed)
+        return AnchorFit(base, 1.0, coverage, coverage)
+
+    def scaled(factor):
+        return AnchorParameters([size * factor for size in base.sizes], base.strides, base.ratios, base.scales)
+
+    results = []
+    for factor in sorted(set(factors) | {1.0}):
+        _, unmatched = _count_unmatched(generator, sample, scaled(factor))
+        results.append((unmatched, abs(np.log(factor)), factor))
+    factor = min(results)[2]
+    params = scaled(factor)
+    return AnchorFit(
+        params,
+        factor,
+        anchor_coverage(generator, max_images, seed, base),
+        anchor_coverage(generator, max_images, seed, params),
     )

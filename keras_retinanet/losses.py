@@ -1,4 +1,4 @@
-"""RetinaNet losses: focal loss for classification, smooth L1 for box regression.
+"""RetinaNet losses: focal loss for classification, smooth L1 or GIoU for box regression.
 
 Both take ``y_true`` with the anchor state in its last column:
 
@@ -15,7 +15,7 @@ of one device on the same batch.
 import keras
 import tensorflow as tf
 
-from .constants import ANCHOR_IGNORE, ANCHOR_NEGATIVE, ANCHOR_POSITIVE
+from .constants import ANCHOR_IGNORE, ANCHOR_NEGATIVE, ANCHOR_POSITIVE, BOX_LOSSES
 
 IGNORE_STATE = float(ANCHOR_IGNORE)
 NEGATIVE_STATE = float(ANCHOR_NEGATIVE)
@@ -116,6 +116,62 @@ class SmoothL1Loss(keras.losses.Loss):
         config = super().get_config()
         config.update({"sigma": self.sigma})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class GIoULoss(keras.losses.Loss):
+    """Generalised IoU loss (Rezatofighi et al. 2019) on the regression of positive anchors.
+
+    ``1 - GIoU(predicted box, target box)`` per positive anchor. Both boxes are decoded from
+    their normalised corner offsets (``utils.anchors.bbox_transform``, mean 0 and ``std``)
+    against the same unit anchor: IoU and GIoU do not change when both boxes are scaled
+    and shifted along an axis, so no anchors are needed and the value equals the GIoU of
+    the boxes in image pixels. Unlike smooth L1 on offsets, it weighs a box's position and
+    size by what they do to the overlap, the same for small and large boxes.
+
+    Call with ``y_true`` (B, N, 4 + 1): regression targets then anchor state, and ``y_pred``
+    (B, N, 4). Returns a float32 scalar.
+    """
+
+    def __init__(self, std=0.2, name="giou", reduction="sum", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.std = float(std)
+
+    def _boxes(self, offsets):
+        unit = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32)
+        return unit + offsets * self.std
+
+    def call(self, y_true, y_pred):
+        targets, anchor_state, regression = _split_targets(y_true, y_pred)
+        predicted, target = self._boxes(regression), self._boxes(targets)
+        area_p = tf.nn.relu(predicted[..., 2] - predicted[..., 0]) * tf.nn.relu(predicted[..., 3] - predicted[..., 1])
+        area_t = tf.nn.relu(target[..., 2] - target[..., 0]) * tf.nn.relu(target[..., 3] - target[..., 1])
+        lower = tf.maximum(predicted[..., :2], target[..., :2])
+        upper = tf.minimum(predicted[..., 2:], target[..., 2:])
+        intersection = tf.reduce_prod(tf.nn.relu(upper - lower), axis=-1)
+        union = area_p + area_t - intersection
+        enclosing = tf.reduce_prod(
+            tf.nn.relu(tf.maximum(predicted[..., 2:], target[..., 2:]) - tf.minimum(predicted[..., :2], target[..., :2])),
+            axis=-1,
+        )
+        iou = intersection / tf.maximum(union, 1e-7)
+        giou = iou - (enclosing - union) / tf.maximum(enclosing, 1e-7)
+        positive = tf.cast(tf.equal(anchor_state, POSITIVE_STATE), tf.float32)
+        return _normalise(tf.reduce_sum((1.0 - giou) * positive), anchor_state)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"std": self.std})
+        return config
+
+
+def box_loss(name="smooth_l1"):
+    """The regression loss called ``name``: 'smooth_l1' (the paper's) or 'giou'."""
+    if name == "smooth_l1":
+        return smooth_l1()
+    if name == "giou":
+        return GIoULoss()
+    raise ValueError(f"unknown box loss {name!r}; expected one of {BOX_LOSSES}")
 
 
 def focal(alpha=0.25, gamma=2.0, cutoff=0.5):

@@ -9,6 +9,7 @@ import os
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_retinanet import losses, models
@@ -22,11 +23,13 @@ from keras_retinanet.callbacks.training import (
     LinearWarmup,
     NanGuard,
     Snapshot,
+    TimeLimit,
+    CosineSchedule,
     epoch_from_snapshot,
 )
 from keras_retinanet.models.retinanet import architecture_spec, retinanet_bbox
 from keras_retinanet.preprocessing.datasets import DATASET_TYPES, generator_from_args
-from keras_retinanet.preprocessing.pipeline import build_dataset
+from keras_retinanet.preprocessing.pipeline import build_dataset, steps_per_epoch
 from keras_retinanet.spec import (
     AnchorSpec,
     check_class_names,
@@ -236,6 +239,10 @@ def create_models(
     feature_size=None,
     submodel_depth=None,
     spec=None,
+    head_norm=None,
+    optimizer="adam",
+    box_loss="smooth_l1",
+    weight_decay=None,
 ):
     """Build and compile the training model and its inference twin (fizyr's signature).
 
@@ -255,6 +262,8 @@ def create_models(
         feature_size: channels of the FPN and of the heads' hidden layers (None: 256).
         submodel_depth: hidden conv layers of each head (None: 4).
         spec: ``DetectorSpec`` of the run (classes, image sizes, ...), saved in the models.
+        head_norm: None / 'none' or 'group' (GroupNorm in the heads' hidden layers).
+        optimizer, box_loss, weight_decay: see ``compile_training_model``.
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
@@ -275,6 +284,8 @@ def create_models(
         kwargs["feature_size"] = feature_size
     if submodel_depth is not None:
         kwargs["submodel_depth"] = submodel_depth
+    if head_norm not in (None, "none"):
+        kwargs["head_norm"] = head_norm
     if spec is not None:
         kwargs["spec"] = spec
     from keras_retinanet.models.fizyr import fizyr_weights_model, is_fizyr_file
@@ -300,16 +311,42 @@ def create_models(
             model.load_weights(weights, skip_mismatch=True)
         except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a file that is not weights
             raise SetupError(f"cannot load the weights of {weights}: {first_line(error, 200)}") from None
-    compile_training_model(model, lr, optimizer_clipnorm)
+    compile_training_model(model, lr, optimizer_clipnorm, optimizer, box_loss, weight_decay)
     prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
     return model, model, prediction_model
 
 
-def compile_training_model(model, lr=1e-5, optimizer_clipnorm=0.001):
-    """Adam with gradient clipping, smooth-L1 on ``regression`` and focal loss on ``classification``."""
+def make_optimizer(name="adam", lr=1e-5, clipnorm=0.001, weight_decay=None, momentum=0.9):
+    """The optimiser of ``retinanet-train --optimizer``.
+
+    Args:
+        name: 'adam', 'adamw' (decoupled weight decay) or 'sgd' (with Nesterov-free momentum).
+        lr: learning rate.
+        clipnorm: clip each gradient to this norm (None or 0: no clipping).
+        weight_decay: decay per step (adamw default 1e-4; sgd: None for none).
+        momentum: SGD momentum.
+    """
+    clip = {"clipnorm": clipnorm} if clipnorm else {}
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, **clip)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4 if weight_decay is None else weight_decay, **clip)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=momentum, weight_decay=weight_decay, **clip)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {constants.OPTIMIZERS}")
+
+
+def compile_training_model(model, lr=1e-5, optimizer_clipnorm=0.001, optimizer="adam", box_loss="smooth_l1", weight_decay=None):
+    """Compile for training: focal loss on ``classification``, ``box_loss`` on ``regression``.
+
+    Args:
+        lr, optimizer_clipnorm, optimizer, weight_decay: see ``make_optimizer`` (fizyr's
+            default: Adam, clipped to the norm 0.001).
+        box_loss: 'smooth_l1' (the paper's) or 'giou' (``losses.GIoULoss``).
+    """
     model.compile(
-        loss={"regression": losses.smooth_l1(), "classification": losses.focal()},
-        optimizer=keras.optimizers.Adam(learning_rate=lr, clipnorm=optimizer_clipnorm),
+        loss={"regression": losses.box_loss(box_loss), "classification": losses.focal()},
+        optimizer=make_optimizer(optimizer, lr, optimizer_clipnorm, weight_decay),
     )
 
 
@@ -362,25 +399,34 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
     nan_guard = NanGuard(snapshot)
     callbacks.append(nan_guard)
 
-    if getattr(args, "warmup_steps", 0):
-        callbacks.append(LinearWarmup(args.warmup_steps, args.lr))
     monitor_map = args.evaluation and validation_generator is not None
-    callbacks.append(
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="loss",
-            factor=args.reduce_lr_factor,
-            patience=args.reduce_lr_patience,
-            mode="min",
-            min_delta=1e-4,
-            verbose=1,
+    if getattr(args, "lr_schedule", "plateau") == "cosine":
+        if getattr(args, "time_limit", None):
+            length = {"seconds": args.time_limit * 60}
+        else:
+            length = {"total_steps": args.epochs * args.steps}
+        callbacks.append(CosineSchedule(args.lr, warmup_steps=getattr(args, "warmup_steps", 0), **length))
+    else:
+        if getattr(args, "warmup_steps", 0):
+            callbacks.append(LinearWarmup(args.warmup_steps, args.lr))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="loss",
+                factor=args.reduce_lr_factor,
+                patience=args.reduce_lr_patience,
+                mode="min",
+                min_delta=1e-4,
+                verbose=1,
+            )
         )
-    )
     if monitor_map and args.early_stopping_patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="mAP", mode="max", patience=args.early_stopping_patience, verbose=1
             )
         )
+    if getattr(args, "time_limit", None):
+        callbacks.append(TimeLimit(args.time_limit * 60))
     skipped = [getattr(g, "skipped_images", None) for g in (train_generator, validation_generator) if g is not None]
     summary = EpochSummary(args.batch_size, skipped=skipped, interactive=_interactive())
     callbacks.append(summary)
@@ -497,6 +543,65 @@ def _interactive():
     import sys
 
     return hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+
+
+def fit_run_anchors(spec, train_generator, validation_generator=None):
+    """Fit the anchor sizes to the training boxes (``inspection.fit_anchors``) for a new model.
+
+    The generators build their targets on the fitted anchors and the returned spec records
+    them, so every model of the run (and every tool reading it) uses them.
+
+    Returns:
+        (spec with the fitted anchors, one-line note of the fit).
+    """
+    from keras_retinanet.inspection import fit_anchors
+
+    fit = fit_anchors(train_generator)
+    for generator in (train_generator, validation_generator):
+        if generator is not None:
+            generator.anchor_params = fit.anchor_params
+    sizes = " ".join(f"{size:g}" for size in fit.anchor_params.sizes)
+    note = (
+        f"anchor sizes fitted to the training boxes: {sizes} (x{fit.factor:g}); boxes without a positive anchor "
+        f"{fit.before.unmatched} -> {fit.after.unmatched} of {fit.after.boxes} in {fit.after.images} images"
+    )
+    return spec.replace(anchors=AnchorSpec.from_parameters(fit.anchor_params)), note
+
+
+UPSCALE_NOTE_FACTOR = 1.5  # a note when the default sizes enlarge the typical image more than this
+
+
+def upscaling_notes(generator, spec, given=False, sample=16):
+    """A note when the image sizes enlarge the typical training image a lot (none if ``given``).
+
+    The default 800 / 1333 sides suit photographs; small images (aerial tiles, crops) are
+    then enlarged 2-3x: slower steps, objects larger than they will be at inference if
+    the images are given at their size there. The median scale of up to ``sample``
+    images (read from their headers) is compared with ``UPSCALE_NOTE_FACTOR``.
+    """
+    if given or spec.no_resize or generator.size() == 0:
+        return []
+    from keras_retinanet.utils.image import compute_resize_scale
+
+    indices = np.linspace(0, generator.size() - 1, min(sample, generator.size())).astype(int)
+    sizes = []
+    for index in indices:
+        try:
+            sizes.append(generator.image_size(index))
+        except Exception:  # noqa: BLE001 - unreadable files are reported by check_image_files
+            continue
+    if not sizes:
+        return []
+    scales = [compute_resize_scale((h, w, 3), spec.image_min_side, spec.image_max_side) for h, w in sizes]
+    scale = float(np.median(scales))
+    if scale <= UPSCALE_NOTE_FACTOR:
+        return []
+    height, width = sizes[len(sizes) // 2]
+    return [
+        f"the training images are about {width}x{height} px: --image-min-side {spec.image_min_side} / "
+        f"--image-max-side {spec.image_max_side} enlarge them x{scale:.1f}; give the sides of your images "
+        "(e.g. --image-min-side {0} --image-max-side {1}) to train at their size".format(min(height, width), max(height, width))
+    ]
 
 
 def check_image_files(train_generator, validation_generator=None, full=False):
@@ -651,7 +756,13 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
     if validation_generator is not None and validation_generator.size() == 0:
         validation_generator = None
     class_names = class_names_of(train_generator)
+    if args.steps is None:
+        args.steps = steps_per_epoch(train_generator)
+    notes += upscaling_notes(train_generator, spec, given=args.image_min_side is not None or args.image_max_side is not None)
     check_image_files(train_generator, validation_generator, full=getattr(args, "check_images", False))
+    if getattr(args, "fit_anchors", False):
+        spec, note = fit_run_anchors(spec, train_generator, validation_generator)
+        notes.append(note)
     check_anchor_coverage(train_generator)
 
     with strategy.scope():
@@ -695,6 +806,10 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
                     freeze_bn=freeze_bn,
                     feature_size=args.feature_size,
                     submodel_depth=args.head_depth,
+                    head_norm=getattr(args, "head_norm", None),
+                    optimizer=getattr(args, "optimizer", "adam"),
+                    box_loss=getattr(args, "box_loss", "smooth_l1"),
+                    weight_decay=getattr(args, "weight_decay", None),
                     spec=spec.replace(class_names=class_names),
                 )
             except Exception as error:  # noqa: BLE001 - e.g. no network for the ImageNet download

@@ -55,3 +55,23 @@ def test_small_and_invalid_boxes_are_counted(tmp_path):
     canvas = draw_inspection(inspection, anchors=False, annotations=False)
     np.testing.assert_array_equal(canvas, inspection.image)
     assert not np.array_equal(draw_inspection(inspection), inspection.image)
+
+
+def test_fit_anchors_keeps_fitting_sizes_and_shrinks_too_large_ones(tmp_path):
+    from keras_retinanet.inspection import fit_anchors
+
+    fitting = _generator(tmp_path, image_min_side=96, image_max_side=160)  # 30-60 px boxes
+    fit = fit_anchors(fitting)
+    assert fit.factor == 1.0 and fit.anchor_params.sizes == [32, 64, 128, 256, 512]
+    assert fit.before == fit.after and fit.after.unmatched == 0
+
+    small = tmp_path / "small"
+    classes = write_classes(str(tmp_path / "classes.csv"))
+    annotations, _ = write_split(str(small), "s", 6, image_size=160, min_objects=3, max_objects=4,
+                                 min_size=12, max_size=18, empty_fraction=0.0, seed=3)  # fmt: skip
+    generator = CSVGenerator(annotations, classes, image_min_side=160, image_max_side=160)
+    fit = fit_anchors(generator)
+    assert fit.factor < 1 and fit.anchor_params.strides == [8, 16, 32, 64, 128]
+    np.testing.assert_allclose(fit.anchor_params.sizes, np.array([32, 64, 128, 256, 512]) * fit.factor)
+    assert fit.before.unmatched == fit.before.boxes  # no 32 px anchor reaches IoU 0.5 with an 18 px box
+    assert fit.after.unmatched < fit.after.boxes / 3

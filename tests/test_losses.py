@@ -93,7 +93,14 @@ def test_losses_compute_in_float32_from_float16_predictions():
     assert regression.dtype == tf.float32
 
 
-@pytest.mark.parametrize("factory, kwargs", [(losses.focal, {"alpha": 0.3, "gamma": 1.5, "cutoff": 0.4}), (losses.smooth_l1, {"sigma": 2.0})])
+@pytest.mark.parametrize(
+    "factory, kwargs",
+    [
+        (losses.focal, {"alpha": 0.3, "gamma": 1.5, "cutoff": 0.4}),
+        (losses.smooth_l1, {"sigma": 2.0}),
+        (losses.GIoULoss, {"std": 0.1}),
+    ],
+)
 def test_losses_serialize(factory, kwargs):
     loss = factory(**kwargs)
     config = keras.saving.serialize_keras_object(loss)
@@ -133,3 +140,43 @@ def test_losses_under_mirrored_strategy_with_two_replicas():
     # 1 positive and 1 negative: one device sees 2 log 2 over 3 positives
     expected = 2 * np.log(2) / 3
     assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def _offsets(anchor, box, std=0.2):
+    """bbox_transform of one box against one anchor, as the training targets are."""
+    from keras_retinanet.utils.anchors import bbox_transform
+
+    return bbox_transform(np.asarray([anchor], np.float64), np.asarray([box], np.float64))[0] / 1.0
+
+
+def _giou(a, b):
+    area = lambda r: max(r[2] - r[0], 0) * max(r[3] - r[1], 0)  # noqa: E731
+    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
+    union = area(a) + area(b) - inter
+    hull = area([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])])
+    return inter / union - (hull - union) / hull
+
+
+def test_giou_loss_equals_one_minus_the_giou_of_the_decoded_pixel_boxes():
+    anchor = [100.0, 40.0, 164.0, 72.0]  # 64 x 32 px
+    target_box = [110.0, 44.0, 150.0, 70.0]
+    predictions = {
+        "exact": target_box,
+        "shifted": [120.0, 44.0, 160.0, 70.0],
+        "disjoint": [300.0, 200.0, 340.0, 230.0],
+    }
+    target = _offsets(anchor, target_box)
+    for name, predicted_box in predictions.items():
+        y_true = _with_state([[target]], [[1]])
+        y_pred = np.asarray([[_offsets(anchor, predicted_box)]], np.float32)
+        expected = 1 - _giou(predicted_box, target_box)
+        assert float(losses.GIoULoss()(y_true, y_pred)) == pytest.approx(expected, abs=1e-5), name
+    # disjoint boxes still have a gradient (the enclosing-box term); only positives count
+    assert 1 - _giou(predictions["disjoint"], target_box) > 1.0
+    y_true = _with_state([[target, target, target]], [[1, 0, -1]])
+    y_pred = np.asarray([[_offsets(anchor, predictions["shifted"])] * 3], np.float32)
+    assert float(losses.GIoULoss()(y_true, y_pred)) == pytest.approx(1 - _giou(predictions["shifted"], target_box), abs=1e-5)
+    assert float(losses.GIoULoss()(_with_state([[target]], [[0]]), y_pred[:, :1])) == 0.0
+    assert losses.box_loss("giou").name == "giou" and losses.box_loss("smooth_l1").name == "smooth_l1"
+    with pytest.raises(ValueError, match="unknown box loss 'iou'"):
+        losses.box_loss("iou")

@@ -93,6 +93,9 @@ def import_tensorflow(verbose=False):
     Everything TensorFlow writes to standard error meanwhile is held back and passed on,
     but for the lines of ``TENSORFLOW_NOISE``; ``verbose`` passes on everything.
     """
+    from ..utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before TensorFlow's first buffers: no page faults on every step
     if verbose or "tensorflow" in sys.modules:
         import tensorflow as tf  # noqa: F401
 

@@ -30,6 +30,14 @@ def parse_args(args):
     parser = new_parser(
         "retinanet-train", "Train a RetinaNet detector on CSV, COCO or Pascal VOC data.", EXAMPLES, RECIPE_NOTE
     )
+    from keras_retinanet.presets import PRESETS, describe, preset_defaults
+
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a recipe that sets the defaults of several flags (flags given win): "
+        + "; ".join(describe(name) for name in sorted(PRESETS)),
+    )
     datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the training annotations")
     for dataset_type, train_set, val_set in (("coco", "train2017", "val2017"), ("pascal", "trainval", "test")):
         datasets[dataset_type].add_argument(
@@ -79,10 +87,42 @@ def parse_args(args):
     )
     parser.add_argument("--initial-epoch", type=int, help="epoch to start at (default: 0, or the snapshot's)")
     parser.add_argument("--epochs", type=int, default=50, help="number of epochs (default: 50)")
-    parser.add_argument("--steps", type=int, default=10000, help="steps per epoch (default: 10000)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MINUTES",
+        help="stop after this many minutes of training, at the end of a step; that epoch's snapshot is written",
+    )
+    parser.add_argument(
+        "--steps", type=int, help="steps per epoch (default: one pass over the training set; fizyr's was 10000)"
+    )
     parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (default: 1e-5)")
     parser.add_argument(
-        "--optimizer-clipnorm", type=float, default=0.001, help="clip gradients to this norm (default: 0.001)"
+        "--optimizer-clipnorm", type=float, default=0.001, help="clip gradients to this norm; 0: no clipping (default: 0.001)"
+    )
+    parser.add_argument("--optimizer", choices=constants.OPTIMIZERS, default="adam", help="optimiser (default: adam)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay (default: adamw 1e-4, others none)")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=constants.LR_SCHEDULES,
+        default="plateau",
+        help="plateau: divide the rate when the loss stops falling (--reduce-lr-*); cosine: decay it to 1%% "
+        "over --epochs x --steps, or over --time-limit (default: plateau)",
+    )
+    parser.add_argument(
+        "--head-norm",
+        choices=constants.HEAD_NORMS,
+        help="normalisation in the heads' hidden layers: none (the paper's) or group (GroupNorm; default: none)",
+    )
+    parser.add_argument(
+        "--fit-anchors",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="scale the anchor sizes (--config's or the defaults) to fit the training boxes before training; "
+        "the fitted sizes are saved in the model",
+    )
+    parser.add_argument(
+        "--box-loss", choices=constants.BOX_LOSSES, default="smooth_l1", help="box regression loss (default: smooth_l1)"
     )
     parser.add_argument("--snapshot-path", default="./snapshots", help="where snapshots go (default: ./snapshots)")
     parser.add_argument(
@@ -164,6 +204,11 @@ def parse_args(args):
     parser.add_argument("--max-queue-size", type=int, default=10, help="batches prefetched (default: 10)")
     parser.add_argument("--mixed-precision", action="store_true", help="compute in float16 (mixed_float16 policy)")
     parser.add_argument("--seed", type=int, help="seed Python, NumPy and TensorFlow for a repeatable run")
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--preset", choices=sorted(PRESETS))
+    known, _ = preset.parse_known_args(args)
+    if known.preset:
+        parser.set_defaults(**preset_defaults(known.preset))
     return check_args(parser, parser.parse_args(args))
 
 
@@ -171,7 +216,7 @@ def check_args(parser, args):
     """Reject impossible combinations with argparse's usual message (exit status 2)."""
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.epochs < 1 or args.steps < 1:
+    if args.epochs < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--epochs and --steps must be >= 1")
     if args.lr <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
@@ -183,6 +228,10 @@ def check_args(parser, args):
         parser.error("--snapshot-path is empty (give a folder, or --no-snapshots)")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error(f"--keep-last must be >= 1, got {args.keep_last}")
+    if args.fit_anchors and args.snapshot:
+        parser.error("--fit-anchors shapes a new model's anchors; a --snapshot keeps the anchors it was trained with")
+    if args.time_limit is not None and not args.time_limit > 0:
+        parser.error(f"--time-limit must be > 0 minutes, got {args.time_limit}")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.head_depth is not None and args.head_depth < 0:

@@ -222,6 +222,57 @@ class LinearWarmup(keras.callbacks.Callback):
         self._done = step == self.steps - 1
 
 
+class CosineSchedule(keras.callbacks.Callback):
+    """Linear warmup, then a cosine decay of the learning rate to ``floor * learning_rate``.
+
+    Before each step: ``rate = learning_rate * warm * (floor + (1 - floor) * (1 + cos(pi * t)) / 2)``
+    with ``warm`` rising linearly from 1/1000 to 1 over ``warmup_steps`` optimiser steps and
+    ``t`` the progress from 0 to 1: the optimiser's step over ``total_steps``, or the
+    training time over ``seconds`` (for a run bounded by ``--time-limit``). The callback
+    owns the rate: do not combine it with LinearWarmup or ReduceLROnPlateau.
+
+    Args:
+        learning_rate: the peak rate.
+        total_steps: steps of the whole run (the decay ends there), or None with ``seconds``.
+        seconds: length of the whole run in training seconds (when steps are not known).
+        warmup_steps: steps of the linear warmup (0: none).
+        floor: the last rate as a fraction of ``learning_rate``.
+        clock: monotonic clock in seconds (for tests).
+    """
+
+    def __init__(self, learning_rate, total_steps=None, seconds=None, warmup_steps=0, floor=0.01, clock=time.monotonic):
+        super().__init__()
+        if (total_steps is None) == (seconds is None):
+            raise ValueError("give the cosine schedule's length as total_steps or as seconds, not both")
+        if (total_steps is not None and total_steps < 1) or (seconds is not None and not seconds > 0):
+            raise ValueError(f"the cosine schedule needs a positive length, got {total_steps or seconds}")
+        if warmup_steps < 0 or not 0 <= floor <= 1:
+            raise ValueError(f"the cosine schedule needs warmup_steps >= 0 and 0 <= floor <= 1, got {warmup_steps}, {floor}")
+        self.learning_rate = float(learning_rate)
+        self.total_steps = total_steps
+        self.seconds = seconds
+        self.warmup_steps = int(warmup_steps)
+        self.floor = float(floor)
+        self.clock = clock
+        self._start = None
+
+    def rate(self, step, elapsed=0.0):
+        """The rate of optimiser step ``step`` (0-based), ``elapsed`` training seconds in."""
+        warm = 1.0
+        if step < self.warmup_steps:
+            warm = 0.001 + 0.999 * (step + 1) / self.warmup_steps
+        progress = step / self.total_steps if self.total_steps else elapsed / self.seconds
+        progress = min(max(progress, 0.0), 1.0)
+        return self.learning_rate * warm * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def on_train_begin(self, logs=None):
+        self._start = self.clock()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.model.optimizer.learning_rate = self.rate(step, self.clock() - self._start)
+
+
 class EpochLog(keras.callbacks.Callback):
     """The figures of every epoch in a CSV file: epoch (1-based, as the snapshots), lr, the logs.
 
@@ -279,6 +330,39 @@ def best_in_log(path, monitor, mode="max"):
             if math.isfinite(value) and (best[0] is None or (value > best[0] if mode == "max" else value < best[0])):
                 best = (value, epoch)
     return best
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training once ``seconds`` of training have passed, at the end of a step.
+
+    The epoch in progress then ends early: its line, its log row and its snapshot are
+    written as for any epoch (so the last snapshot holds all the training done).
+
+    Args:
+        seconds: training time allowed, counted from the start of ``fit``.
+        clock: a monotonic clock in seconds (for tests).
+    """
+
+    def __init__(self, seconds, clock=time.monotonic):
+        super().__init__()
+        if not seconds > 0:
+            raise ValueError(f"the time limit must be positive, got {seconds}")
+        self.seconds = float(seconds)
+        self.clock = clock
+        self.stopped_at = None  # (epoch, step) where the limit stopped training
+        self._start = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._start = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped_at is None and self.clock() - self._start >= self.seconds:
+            self.stopped_at = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
 
 
 class EpochSummary(keras.callbacks.Callback):

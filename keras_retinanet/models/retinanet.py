@@ -11,6 +11,8 @@ Inference model (``retinanet_bbox``): the training model + Anchors -> RegressBox
 ClipBoxes -> FilterDetections, outputs ``[boxes (B, D, 4), scores (B, D), labels (B, D)]``
 padded with -1.
 """
+import math
+
 import keras
 
 from .. import constants, initializers, layers
@@ -39,6 +41,23 @@ def _head_conv(filters, name, **kwargs):
     )
 
 
+def _check_head_norm(norm):
+    norm = None if norm in (None, "none") else norm
+    if norm is not None and norm not in constants.HEAD_NORMS:
+        raise ValueError(f"head norm must be one of 'none', 'group', got {norm!r}")
+    return norm
+
+
+def _head_hidden(outputs, filters, name, norm):
+    """One hidden head layer: 3x3 conv + ReLU, or conv + GroupNorm + ReLU for ``norm='group'``."""
+    if norm is None:
+        return _head_conv(filters, name, activation="relu", bias_initializer="zeros")(outputs)
+    outputs = _head_conv(filters, name, bias_initializer="zeros")(outputs)
+    groups = 32 if filters % 32 == 0 else math.gcd(filters, 32)
+    outputs = keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn")(outputs)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(outputs)
+
+
 def default_classification_model(
     num_classes,
     num_anchors,
@@ -47,21 +66,19 @@ def default_classification_model(
     classification_feature_size=FEATURE_SIZE,
     name="classification_submodel",
     depth=SUBMODEL_DEPTH,
+    norm=None,
 ):
     """Classification head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_classes) sigmoid.
 
-    ``depth`` 3x3 conv + ReLU layers of ``classification_feature_size`` channels, then the
-    output conv, whose bias starts every score at ``prior_probability``.
+    ``depth`` 3x3 conv + ReLU layers of ``classification_feature_size`` channels (with
+    ``norm='group'``, a GroupNorm before each ReLU, as detectron2 and torchvision v2 do),
+    then the output conv, whose bias starts every score at ``prior_probability``.
     """
+    norm = _check_head_norm(norm)
     inputs = keras.Input(shape=(None, None, pyramid_feature_size))
     outputs = inputs
     for i in range(depth):
-        outputs = _head_conv(
-            classification_feature_size,
-            f"pyramid_classification_{i}",
-            activation="relu",
-            bias_initializer="zeros",
-        )(outputs)
+        outputs = _head_hidden(outputs, classification_feature_size, f"pyramid_classification_{i}", norm)
     outputs = _head_conv(
         num_classes * num_anchors,
         "pyramid_classification",
@@ -80,30 +97,31 @@ def default_regression_model(
     regression_feature_size=FEATURE_SIZE,
     name="regression_submodel",
     depth=SUBMODEL_DEPTH,
+    norm=None,
 ):
     """Regression head shared by all levels: (B, H, W, F) -> (B, H * W * A, num_values).
 
-    ``depth`` 3x3 conv + ReLU layers of ``regression_feature_size`` channels, then the output conv.
+    ``depth`` 3x3 conv + ReLU layers of ``regression_feature_size`` channels (GroupNorm
+    before each ReLU with ``norm='group'``), then the output conv.
     """
+    norm = _check_head_norm(norm)
     inputs = keras.Input(shape=(None, None, pyramid_feature_size))
     outputs = inputs
     for i in range(depth):
-        outputs = _head_conv(
-            regression_feature_size, f"pyramid_regression_{i}", activation="relu", bias_initializer="zeros"
-        )(outputs)
+        outputs = _head_hidden(outputs, regression_feature_size, f"pyramid_regression_{i}", norm)
     outputs = _head_conv(num_anchors * num_values, "pyramid_regression", bias_initializer="zeros")(outputs)
     outputs = keras.layers.Reshape((-1, num_values), name="pyramid_regression_reshape")(outputs)
     outputs = keras.layers.Activation("linear", dtype="float32", name="pyramid_regression_float32")(outputs)
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
-def default_submodels(num_classes, num_anchors, feature_size=FEATURE_SIZE, depth=SUBMODEL_DEPTH):
+def default_submodels(num_classes, num_anchors, feature_size=FEATURE_SIZE, depth=SUBMODEL_DEPTH, norm=None):
     """[('regression', model), ('classification', model)]: the default heads, in output order.
 
     Both take pyramid levels of ``feature_size`` channels and have ``depth`` hidden conv
-    layers of ``feature_size`` channels.
+    layers of ``feature_size`` channels, each followed by a GroupNorm when ``norm='group'``.
     """
-    sizes = {"pyramid_feature_size": feature_size, "depth": depth}
+    sizes = {"pyramid_feature_size": feature_size, "depth": depth, "norm": norm}
     return [
         ("regression", default_regression_model(4, num_anchors, regression_feature_size=feature_size, **sizes)),
         (
@@ -205,6 +223,7 @@ def retinanet(
     feature_size=None,
     submodel_depth=SUBMODEL_DEPTH,
     spec=None,
+    head_norm=None,
 ):
     """Training model: backbone features -> FPN -> shared submodels on every level.
 
@@ -225,6 +244,8 @@ def retinanet(
         spec: ``DetectorSpec`` of what the caller knows (backbone, anchors, classes, ...);
             the model's own numbers (classes, levels, sizes of the default heads) are
             added to it.
+        head_norm: normalisation in the default submodels' hidden layers: None / 'none'
+            (the paper's) or 'group' (GroupNorm, 32 groups).
 
     Returns:
         ``RetinaNetModel`` with outputs ``regression`` (B, N, 4) and ``classification``
@@ -238,10 +259,11 @@ def retinanet(
         submodel_depth = SUBMODEL_DEPTH
     if submodel_depth < 0:
         raise ValueError(f"submodel_depth must be >= 0, got {submodel_depth}")
+    head_norm = _check_head_norm(head_norm)
     default_heads = submodels is None
     if submodels is None:
         head_size = FEATURE_SIZE if feature_size is None else feature_size
-        submodels = default_submodels(num_classes, num_anchors, head_size, submodel_depth)
+        submodels = default_submodels(num_classes, num_anchors, head_size, submodel_depth, head_norm)
     pyramid_levels = check_pyramid_levels(pyramid_levels)
     backbone_layers = _backbone_layer_dict(backbone_layers)
     needed = [f"C{level}" for level in range(min(min(pyramid_levels), 5), 6)]
@@ -264,7 +286,11 @@ def retinanet(
     if spec is not None:
         known = {"num_classes": num_classes, "pyramid_levels": tuple(pyramid_levels)}
         if default_heads:
-            known.update(feature_size=FEATURE_SIZE if feature_size is None else feature_size, head_depth=submodel_depth)
+            known.update(
+                feature_size=FEATURE_SIZE if feature_size is None else feature_size,
+                head_depth=submodel_depth,
+                head_norm=head_norm or "none",
+            )
         spec = spec.replace(**known)
         if spec.anchors is not None and spec.anchors.num_anchors() != num_anchors:
             raise ValueError(
@@ -288,11 +314,11 @@ def architecture_spec(model):
     (custom submodels) stay None.
 
     Returns:
-        ``DetectorSpec`` with num_classes, pyramid_levels, feature_size and head_depth.
+        ``DetectorSpec`` with num_classes, pyramid_levels, feature_size, head_depth and head_norm.
     """
     names = {layer.name for layer in model.layers}
     levels = tuple(level for level in SUPPORTED_PYRAMID_LEVELS if f"P{level}" in names) or None
-    num_classes = feature_size = head_depth = None
+    num_classes = feature_size = head_depth = head_norm = None
     try:
         head = model.get_layer("regression_submodel")
     except ValueError:
@@ -304,9 +330,12 @@ def architecture_spec(model):
         )
         head_depth = len(hidden)
         feature_size = int(head.inputs[0].shape[-1])
+        head_norm = "group" if any(layer.name.endswith("_gn") for layer in head.layers) else "none"
     if "classification" in list(model.output_names):
         num_classes = int(model.outputs[list(model.output_names).index("classification")].shape[-1])
-    return DetectorSpec(num_classes=num_classes, pyramid_levels=levels, feature_size=feature_size, head_depth=head_depth)
+    return DetectorSpec(
+        num_classes=num_classes, pyramid_levels=levels, feature_size=feature_size, head_depth=head_depth, head_norm=head_norm
+    )
 
 
 def _check_num_anchors(model, anchor_params):

@@ -167,16 +167,37 @@ def write_split(
         raise ValueError(f"unknown shape classes {sorted(unknown)}; known: {SHAPE_CLASSES}")
 
     rng = np.random.default_rng(seed)
+
+    def samples():
+        for _ in range(num_images):
+            empty = rng.random() < empty_fraction
+            count = 0 if empty else int(rng.integers(min_objects, max_objects + 1))
+            yield make_image(rng, height, width, count, min_size, max_size, classes)
+
+    return write_images(out_dir, split, samples(), classes)
+
+
+def write_images(out_dir, split, samples, classes):
+    """Write ``out_dir/images/<split>_*.png`` and ``out_dir/<split>.csv`` from generated samples.
+
+    Args:
+        out_dir: dataset folder (created if missing).
+        split: name of the split, used for the CSV and the image names.
+        samples: iterable of ``(image, boxes, labels)``: (H, W, 3) uint8 BGR, (K, 4) absolute
+            x1, y1, x2, y2, (K,) indices into ``classes``.
+        classes: class names by label.
+
+    Returns:
+        (csv_path, records) where records is a list of dicts with ``path`` (absolute),
+        ``boxes`` (K, 4) and ``labels`` (K,), in CSV order.
+    """
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, f"{split}.csv")
     records = []
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        for i in range(num_images):
-            empty = rng.random() < empty_fraction
-            count = 0 if empty else int(rng.integers(min_objects, max_objects + 1))
-            image, boxes, labels = make_image(rng, height, width, count, min_size, max_size, classes)
+        for i, (image, boxes, labels) in enumerate(samples):
             relative = f"images/{split}_{i:05d}.png"
             path = os.path.join(out_dir, relative)
             if not cv2.imwrite(path, image):

@@ -168,6 +168,13 @@ def test_batch_size_must_cover_the_replicas(capsys):
             ["--snapshot", "s.keras", "--feature-size", "64"],
             "--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with",
         ),
+        (["--time-limit", "0"], "--time-limit must be > 0 minutes, got 0.0"),
+        (
+            ["--snapshot", "s.keras", "--fit-anchors"],
+            "--fit-anchors shapes a new model's anchors; a --snapshot keeps the anchors it was trained with",
+        ),
+        (["--head-norm", "batch"], "argument --head-norm: invalid choice: 'batch'"),
+        (["--preset", "fast"], "argument --preset: invalid choice: 'fast'"),
     ],
 )
 def test_model_size_and_warmup_flags_are_checked(capsys, flags, message):
@@ -175,6 +182,49 @@ def test_model_size_and_warmup_flags_are_checked(capsys, flags, message):
         train.parse_args([*flags, "csv", "a", "b"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_preset_sets_defaults_that_flags_override():
+    from keras_retinanet.presets import PRESETS
+
+    preset = train.parse_args(["--preset", "scratch", "csv", "a", "b"])
+    for dest, value in PRESETS["scratch"]["flags"].items():
+        assert getattr(preset, dest) == value, dest
+    assert preset.imagenet_weights is False and preset.fit_anchors is True and preset.head_norm == "group"
+    given = train.parse_args(["--preset", "scratch", "--lr", "0.02", "--no-fit-anchors", "--head-norm", "none", "csv", "a", "b"])
+    assert (given.lr, given.fit_anchors, given.head_norm, given.box_loss) == (0.02, False, "none", "giou")
+    plain = train.parse_args(["csv", "a", "b"])
+    assert (plain.lr, plain.fit_anchors, plain.head_norm, plain.box_loss, plain.optimizer) == (
+        1e-5, False, None, "smooth_l1", "adam"
+    )
+    assert plain.steps is None  # one pass over the training set
+
+
+def test_fitted_anchors_reach_the_generators_and_the_spec(tmp_path):
+    from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from keras_retinanet.spec import DetectorSpec
+    from keras_retinanet.training import fit_run_anchors, upscaling_notes
+    from keras_retinanet.utils import synthetic
+
+    paths = synthetic.make_dataset(
+        str(tmp_path), {"train": 12, "val": 4}, image_size=160, min_size=14, max_size=20, min_objects=3, max_objects=5
+    )
+    train_generator = CSVGenerator(paths["train"], paths["classes"], image_min_side=160, image_max_side=160)
+    val_generator = CSVGenerator(paths["val"], paths["classes"], image_min_side=160, image_max_side=160)
+    spec, note = fit_run_anchors(DetectorSpec(backbone="mobilenet128_0.25"), train_generator, val_generator)
+    sizes = spec.anchors.sizes
+    assert sizes[0] <= 16 and train_generator.anchor_params.sizes == list(sizes) == val_generator.anchor_params.sizes
+    unmatched = re.search(r"boxes without a positive anchor (\d+) -> (\d+) of (\d+)", note)
+    before, after, total = (int(v) for v in unmatched.groups())
+    assert before > total / 2 and after < total / 8  # 14-20 px boxes: the default 32 px anchors miss most
+
+    # the default 800 / 1333 sides would enlarge these 160 px images x5: a note says so
+    default_spec = DetectorSpec(image_min_side=800, image_max_side=1333, no_resize=False)
+    notes = upscaling_notes(train_generator, default_spec)
+    assert len(notes) == 1 and "about 160x160 px" in notes[0] and "x5.0" in notes[0]
+    assert "--image-min-side 160 --image-max-side 160" in notes[0]
+    assert upscaling_notes(train_generator, default_spec, given=True) == []
+    assert upscaling_notes(train_generator, DetectorSpec(image_min_side=160, image_max_side=160)) == []
 
 
 MIRRORED_SCRIPT = textwrap.dedent(

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from keras_retinanet.callbacks.training import (
+    CosineSchedule,
     EpochSummary,
     LinearWarmup,
     NanGuard,
     Snapshot,
+    TimeLimit,
     epoch_from_snapshot,
     save_atomically,
     snapshot_path,
@@ -180,3 +182,57 @@ def test_snapshot_keeps_the_last_n_and_the_best(tmp_path):
     assert keras.models.load_model(str(tmp_path / "vgg16_csv_best.keras")).count_params() == 4
     with pytest.raises(ValueError, match="keep_last must be >= 1"):
         Snapshot(str(tmp_path), "vgg16", "csv", keep_last=0)
+
+
+class _FakeClock:
+    """A clock that advances by ``tick`` seconds every time it is read."""
+
+    def __init__(self, tick):
+        self.tick = tick
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_time_limit_stops_at_the_end_of_a_step_and_ends_the_epoch():
+    model = _tiny_model()
+    record = _RecordRate()
+    epochs = []
+
+    class _Epochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(epoch)
+
+    # read at train begin (t=1) then after every step (t=2, 3, ...): 6 s reached after step 5
+    limit = TimeLimit(5, clock=_FakeClock(1.0))
+    _fit(model, [limit, record, _Epochs()], epochs=3)  # 4 steps an epoch
+    assert len(record.rates) == 5
+    assert limit.stopped_at == (2, 1)  # epoch 2, its first step
+    assert epochs == [0, 1]  # the cut epoch still ends (its snapshot is written)
+    with pytest.raises(ValueError, match="positive"):
+        TimeLimit(0)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor():
+    schedule = CosineSchedule(0.1, total_steps=8, warmup_steps=2, floor=0.0)
+    rates = [schedule.rate(step) for step in range(9)]
+    assert rates[0] == pytest.approx(0.1 * (0.001 + 0.999 * 0.5) * 0.5 * (1 + np.cos(0)))
+    assert rates[1] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi / 8)))
+    assert rates[4] == pytest.approx(0.05)  # half way: half the rate
+    assert rates[8] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))
+    # by time: half the seconds, half the rate; after the end, the floor
+    timed = CosineSchedule(0.1, seconds=100, floor=0.01)
+    assert timed.rate(50, elapsed=50) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))
+    assert timed.rate(10**6, elapsed=1000) == pytest.approx(0.001)
+
+    model = _tiny_model()
+    record = _RecordRate()
+    _fit(model, [CosineSchedule(0.01, total_steps=4), record])
+    np.testing.assert_allclose(record.rates, [CosineSchedule(0.01, total_steps=4).rate(i) for i in range(4)], rtol=1e-6)
+    with pytest.raises(ValueError, match="total_steps or as seconds"):
+        CosineSchedule(0.1)
+    with pytest.raises(ValueError, match="total_steps or as seconds"):
+        CosineSchedule(0.1, total_steps=3, seconds=3)

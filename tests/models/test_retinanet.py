@@ -189,6 +189,40 @@ def test_feature_size_and_submodel_depth_shrink_the_fpn_and_heads():
     assert tuple(boxes.shape) == (1, 5, 4)
 
 
+def test_group_norm_heads_normalise_every_hidden_layer_and_round_trip(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    c3 = keras.layers.Conv2D(8, 3, strides=8, padding="same")(inputs)
+    c4 = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c3)
+    c5 = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c4)
+    layers = {"C3": c3, "C4": c4, "C5": c5}
+    model = retinanet.retinanet(inputs, layers, 3, feature_size=64, submodel_depth=2, head_norm="group",
+                                spec=retinanet.DetectorSpec(backbone="x"))
+    for head in ("classification_submodel", "regression_submodel"):
+        norms = [l for l in model.get_layer(head).layers if isinstance(l, keras.layers.GroupNormalization)]
+        assert [(n.groups, n.name) for n in norms] == [
+            (32, f"pyramid_{head.split('_')[0]}_{i}_gn") for i in range(2)
+        ]
+    assert model.spec.head_norm == "group" and retinanet.architecture_spec(model).head_norm == "group"
+    plain = retinanet.retinanet(inputs, layers, 3, feature_size=64, submodel_depth=2, spec=retinanet.DetectorSpec())
+    assert plain.spec.head_norm == "none" and retinanet.architecture_spec(plain).head_norm == "none"
+    # at initialisation each group of 2 channels has zero mean and unit variance, whatever the input scale
+    head = model.get_layer("classification_submodel")
+    hidden = keras.Model(head.inputs, head.get_layer("pyramid_classification_1_gn").output)
+    features = np.random.default_rng(0).normal(0, 300, (1, 8, 8, 64)).astype(np.float32)
+    groups = np.asarray(hidden(features)).reshape(1, 8, 8, 32, 2)
+    np.testing.assert_allclose(groups.mean(axis=(1, 2, 4)), 0, atol=1e-4)
+    np.testing.assert_allclose(groups.std(axis=(1, 2, 4)), 1, atol=1e-3)
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    path = str(tmp_path / "gn.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    for a, b in zip(model(image), reloaded(image)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert reloaded.spec.head_norm == "group"
+    with pytest.raises(ValueError, match="head norm must be one of 'none', 'group', got 'batch'"):
+        retinanet.retinanet(inputs, layers, 3, head_norm="batch")
+
+
 def test_save_and_reload_with_plain_keras(small_model, tmp_path):
     small_model.compile(
         optimizer=keras.optimizers.Adam(1e-5),

@@ -1,0 +1,46 @@
+"""Named training recipes: ``retinanet-train --preset NAME`` sets the defaults of several flags.
+
+A flag given on the command line wins over the preset. The figures behind each choice are
+in the README ("Training from scratch") and come from ``bench/train_budget.py``.
+"""
+
+PRESETS = {
+    "scratch": {
+        "description": "from scratch (no pretrained weights) on a CPU budget",
+        "flags": {
+            "imagenet_weights": False,
+            "backbone": "mobilenet128_0.25",
+            "feature_size": 64,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "warmup_steps": 64,
+            "optimizer_clipnorm": 10.0,
+            "head_norm": "group",
+            "box_loss": "giou",
+            "fit_anchors": True,
+        },
+    },
+}
+
+
+def preset_defaults(name):
+    """{argparse dest: value} of preset ``name``.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return dict(PRESETS[name]["flags"])
+
+
+def describe(name):
+    """One line: what the preset is for and the flags it sets."""
+    def flag(key, value):
+        if key == "imagenet_weights":
+            return "--imagenet-weights" if value else "--no-weights"
+        text = "" if value is True else f" {value:g}" if isinstance(value, float) else f" {value}"
+        return f"--{key.replace('_', '-')}{text}"
+
+    flags = " ".join(flag(key, value) for key, value in PRESETS[name]["flags"].items())
+    return f"{name}: {PRESETS[name]['description']} ({flags})"

@@ -5,6 +5,7 @@
     retinanet-debug pascal /data/VOC2007 --train-set trainval --image-min-side 600
     retinanet-debug coco /data/coco --train-set val2017 --config anchors.ini
     retinanet-debug --model snapshots/resnet50_csv_10.keras csv train.csv classes.csv
+    retinanet-debug --no-gui oid /data/open_images validation --labels-filter Helmet,Hat
 
 With --model, the anchors, pyramid levels and image sizes come from the model's detector
 spec (what it was trained with), and its classes are checked against the dataset's. Every image is resized (and, with --random-transform, augmented) like in training;
@@ -39,6 +40,7 @@ retinanet-debug --no-gui --output-dir debug_out csv train.csv classes.csv
 retinanet-debug --model snapshots/resnet50_csv_10.keras --no-gui csv train.csv classes.csv
 retinanet-debug --random-transform --seed 1 pascal /data/VOC2007 --train-set trainval
 retinanet-debug --config anchors.ini coco /data/coco --train-set val2017
+retinanet-debug --no-gui --display-name kitti /data/kitti val
 """
 
 DEFAULT_OUTPUT_DIR = "debug"

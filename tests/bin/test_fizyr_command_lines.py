@@ -9,7 +9,6 @@ fizyr's own parsers, so it holds only real fizyr command lines.
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 

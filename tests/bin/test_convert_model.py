@@ -191,5 +191,5 @@ def test_parallel_iterations_reaches_the_filter_layer(snapshot, tmp_path, capsys
     filters = [layer for layer in model.layers if type(layer).__name__ == "FilterDetections"]
     assert [layer.parallel_iterations for layer in filters] == [4]
     capsys.readouterr()
-    assert convert_model.main([str(out), str(tmp_path / "again.keras"), "--parallel-iterations", "2"]) == 1
+    assert convert_model.main([str(out), str(tmp_path / "exported"), "--parallel-iterations", "2"]) == 1
     assert "its filter settings are fixed in it (--parallel-iterations given)" in capsys.readouterr().err

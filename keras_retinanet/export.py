@@ -31,7 +31,7 @@ import tempfile
 
 from . import constants
 from .spec import METADATA_KEY, SAVED_MODEL_SPEC_PATH, DetectorSpec, ExportSpec
-from .utils.image import CAFFE_BGR_MEAN, PREPROCESS_MODES
+from .utils.image import CAFFE_BGR_MEAN, PREPROCESS_MODES, TORCH_MEAN, TORCH_STD
 
 # TensorFlow and Keras are imported where used, so that the command-line tools can read
 # the constants above (their --help) without loading TensorFlow.
@@ -106,6 +106,8 @@ def preprocess_graph(images, mode):
         return images - tf.constant(CAFFE_BGR_MEAN, dtype=tf.float32)
     if mode == "tf":
         return images / 127.5 - 1.0
+    if mode == "torch":
+        return (images / 255.0 - tf.constant(TORCH_MEAN, dtype=tf.float32)) / tf.constant(TORCH_STD, dtype=tf.float32)
     if mode == "none":
         return images
     raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESS_MODES}")
@@ -167,7 +169,7 @@ def detection_graph(
     Args:
         model: inference model (``models.convert_model``): preprocessed images ->
             [boxes, scores, labels, ...].
-        preprocess_mode: the backbone's ``preprocess_mode`` ('caffe', 'tf' or 'none').
+        preprocess_mode: the backbone's ``preprocess_mode`` ('caffe', 'tf', 'torch' or 'none').
         image_min_side, image_max_side: resize bounds, as ``utils.image.resize_image``.
         no_resize: run the model on the images at their size.
         channel_order: 'bgr' (the library's convention) or 'rgb' (most decoders).

@@ -12,13 +12,14 @@ than the smallest anchor, is the usual cause of a mAP that stays at 0.
 anchor, red: has none); ``DatasetSummary`` gathers counts, box sizes and the boxes
 without anchors over a dataset.
 """
+import os
 from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
 
 from .utils.anchors import DEFAULT_POSITIVE_OVERLAP, AnchorParameters, anchor_assignment
-from .utils.visualization import draw_annotations, draw_boxes
+from .utils.visualization import draw_annotations, draw_boxes, draw_caption
 
 ANCHOR_COLOR = (255, 255, 0)  # BGR cyan
 MATCHED_COLOR = (0, 255, 0)
@@ -89,11 +90,12 @@ def inspect_image(generator, index):
     )
 
 
-def draw_inspection(inspection, anchors=True, annotations=True, label_to_name=None):
+def draw_inspection(inspection, anchors=True, annotations=True, label_to_name=None, display_name=False):
     """A copy of the inspected image with positive anchors and annotations drawn.
 
     Anchors are thin cyan boxes; annotations with a positive anchor are green, those
-    without one red (captioned with their class).
+    without one red (captioned with their class); ``display_name`` writes the image's file
+    name in the bottom left corner.
 
     Returns:
         (H, W, 3) uint8 BGR.
@@ -105,6 +107,9 @@ def draw_inspection(inspection, anchors=True, annotations=True, label_to_name=No
         for mask, color in ((inspection.has_anchor, MATCHED_COLOR), (~inspection.has_anchor, UNMATCHED_COLOR)):
             selected = {"bboxes": inspection.boxes[mask], "labels": inspection.labels[mask]}
             draw_annotations(canvas, selected, color=color, label_to_name=label_to_name)
+    if display_name:
+        height, width = canvas.shape[:2]
+        draw_caption(canvas, (0, height, width, height), os.path.basename(inspection.path))
     return canvas
 
 

@@ -9,11 +9,12 @@ PRESETS = {
         "description": "from scratch (no pretrained weights) on a CPU budget",
         "flags": {
             "imagenet_weights": False,
-            "backbone": "mobilenet128_0.25",
+            "backbone": "mobilenet224_1.0",
             "feature_size": 64,
             "batch_size": 8,
             "lr": 1e-3,
             "warmup_steps": 64,
+            "lr_schedule": "cosine",
             "optimizer_clipnorm": 10.0,
             "head_norm": "group",
             "box_loss": "giou",

@@ -159,7 +159,7 @@ class DetectorSpec:
 
     Fields:
         backbone: backbone name (``models.backbone``), e.g. 'resnet50'.
-        preprocess_mode: its image preprocessing ('caffe', 'tf', 'none'; ``utils.image``).
+        preprocess_mode: its image preprocessing ('caffe', 'tf', 'torch', 'none'; ``utils.image``).
         num_classes: classes the heads predict.
         class_names: name of each label 0 .. num_classes - 1 (None for a label no class uses).
         anchors: ``AnchorSpec``.

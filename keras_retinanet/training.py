@@ -308,12 +308,33 @@ def create_models(
                 layer.momentum = TRAINABLE_BN_MOMENTUM
     if weights is not None:
         try:
-            model.load_weights(weights, skip_mismatch=True)
+            model_with_weights(model, weights, skip_mismatch=True)
         except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a file that is not weights
             raise SetupError(f"cannot load the weights of {weights}: {first_line(error, 200)}") from None
     compile_training_model(model, lr, optimizer_clipnorm, optimizer, box_loss, weight_decay)
     prediction_model = retinanet_bbox(model=model, anchor_params=anchor_params, pyramid_levels=pyramid_levels)
     return model, model, prediction_model
+
+
+def model_with_weights(model, weights, skip_mismatch):
+    """Load the weights of a file into ``model`` where they fit (fizyr's helper); returns the model.
+
+    A legacy ``.h5`` file (Keras 2 / ``model.save('x.h5')``) is matched by layer name, as in
+    fizyr; Keras 3 ``.weights.h5`` and ``.keras`` files by the model's structure.
+
+    Args:
+        model: the model to load into.
+        weights: path of the file, or None (the model is returned as it is).
+        skip_mismatch: skip layers whose weights have other shapes instead of failing.
+    """
+    if weights is None:
+        return model
+    path = os.fspath(weights)
+    if path.lower().endswith(".h5") and not path.lower().endswith(".weights.h5"):
+        model.load_weights(path, skip_mismatch=skip_mismatch, by_name=True)
+    else:
+        model.load_weights(path, skip_mismatch=skip_mismatch)
+    return model
 
 
 def make_optimizer(name="adam", lr=1e-5, clipnorm=0.001, weight_decay=None, momentum=0.9):

@@ -95,6 +95,8 @@ def parse_args(args):
                         help=f"drop detections scoring at most this (default {constants.DEFAULT_SCORE_THRESHOLD})")
     parser.add_argument("--max-detections", type=int,
                         help=f"detections per image (default {constants.DEFAULT_MAX_DETECTIONS})")
+    parser.add_argument("--parallel-iterations", type=int,
+                        help="images of a batch the filtering processes in parallel (default 32)")
     graph = parser.add_argument_group("image sizes (the inference model's spec; inside the exported graphs)")
     graph.add_argument("--image-min-side", type=int,
                        help="resize images so the smallest side is this long (default: the snapshot's, else "
@@ -114,6 +116,8 @@ def parse_args(args):
     parsed = parser.parse_args(args)
     if parsed.max_detections is not None and parsed.max_detections < 1:
         parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
+    if parsed.parallel_iterations is not None and parsed.parallel_iterations < 1:
+        parser.error(f"--parallel-iterations must be >= 1, got {parsed.parallel_iterations}")
     if parsed.nms_threshold is not None and not 0 < parsed.nms_threshold <= 1:
         parser.error(f"--nms-threshold must be in (0, 1], got {parsed.nms_threshold}")
     for flag in ("image_min_side", "image_max_side"):
@@ -163,6 +167,8 @@ def convert(args, format):
     from keras_retinanet.inference import recipe_from_config, open_keras_model
 
     filter_flags = {name: getattr(args, name) for name in FILTER_DEFAULTS if getattr(args, name) is not None}
+    if args.parallel_iterations is not None:
+        filter_flags["parallel_iterations"] = args.parallel_iterations
     if not args.nms:
         filter_flags["nms"] = False
     if not args.class_specific_filter:

@@ -5,6 +5,7 @@
     retinanet-debug pascal /data/VOC2007 --train-set trainval --image-min-side 600
     retinanet-debug coco /data/coco --train-set val2017 --config anchors.ini
     retinanet-debug --model snapshots/resnet50_csv_10.keras csv train.csv classes.csv
+    retinanet-debug --no-gui oid /data/open_images validation --labels-filter Helmet,Hat
 
 With --model, the anchors, pyramid levels and image sizes come from the model's detector
 spec (what it was trained with), and its classes are checked against the dataset's. Every image is resized (and, with --random-transform, augmented) like in training;
@@ -20,6 +21,7 @@ import sys
 
 from keras_retinanet import constants
 from keras_retinanet.bin import (
+    LOGGER,
     RECIPE_FLAGS,
     ToolError,
     add_output_options,
@@ -38,9 +40,13 @@ retinanet-debug --no-gui --output-dir debug_out csv train.csv classes.csv
 retinanet-debug --model snapshots/resnet50_csv_10.keras --no-gui csv train.csv classes.csv
 retinanet-debug --random-transform --seed 1 pascal /data/VOC2007 --train-set trainval
 retinanet-debug --config anchors.ini coco /data/coco --train-set val2017
+retinanet-debug --no-gui --display-name kitti /data/kitti val
 """
 
 DEFAULT_OUTPUT_DIR = "debug"
+DEFAULT_SETS = {"coco": "val2017", "pascal": "test"}  # fizyr's
+DEFAULT_SUBSETS = {"kitti": "train", "oid": "train"}
+DEBUG_SUFFIX = "_debug"  # fizyr's output names: <image name>_debug<extension>
 WINDOW_NAME = "retinanet-debug"
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 PREVIOUS_KEYS = (ord("p"), ord("b"))
@@ -61,9 +67,21 @@ def _add_options(parser, suppress):
     parser.add_argument("--anchors", dest="draw_anchors", action=argparse.BooleanOptionalAction,
                         default=default(True),
                         help="draw the positive anchors (default on)")
-    parser.add_argument("--annotations", dest="draw_annotations", action=argparse.BooleanOptionalAction,
-                        default=default(True),
-                        help="draw the annotations: green with a matching anchor, red without (default on)")
+    parser.add_argument("--annotations", "--show-annotations", dest="draw_annotations",
+                        action=argparse.BooleanOptionalAction, default=default(True),
+                        help="draw the annotations: green with a matching anchor, red without (default on; "
+                             "--show-annotations is fizyr's name)")
+    parser.add_argument("--display-name", action="store_true", default=default(False),
+                        help="write the image's file name in its bottom left corner")
+    parser.add_argument("--flatten-output", action="store_true", default=default(False),
+                        help="accepted for compatibility: --no-gui always writes into --output-dir itself, "
+                             "as <index>_<image name>.png")
+    parser.add_argument("--group-method", choices=("none", "random", "ratio"), default=default("ratio"),
+                        help="accepted for compatibility; images are shown in dataset order")
+    parser.add_argument("--fit-anchors", metavar="CONFIG", default=default(None),
+                        help="fit the anchor sizes to the dataset's boxes (as retinanet-train --fit-anchors), "
+                             "write them to this config.ini and print the boxes without a positive anchor "
+                             "before and after, without drawing anything")
     parser.add_argument("--model", default=default(None),
                         help="a model (any format): use the anchors, pyramid levels and image sizes of its "
                              "detector spec, and check its classes against the dataset's")
@@ -97,10 +115,15 @@ def parse_args(args):
         EXAMPLES,
     )
     datasets = add_dataset_subparsers(parser)
-    for dataset_type, default_set in (("coco", "train2017"), ("pascal", "trainval")):
+    for dataset_type, default_set in DEFAULT_SETS.items():
         datasets[dataset_type].add_argument(
-            "--train-set", f"--{dataset_type}-set", dest="set_name", default=default_set,
+            f"--{dataset_type}-set", "--train-set", dest="set_name", default=default_set,
             help=f"set to show (default {default_set})",
+        )
+    for dataset_type, default_subset in DEFAULT_SUBSETS.items():  # fizyr's positional subset
+        datasets[dataset_type].add_argument(
+            "set_name", nargs="?", default=default_subset, metavar="subset",
+            help=f"subset to show (default {default_subset})",
         )
 
     for sub_parser in datasets.values():
@@ -117,15 +140,10 @@ def parse_args(args):
 
 def check_inputs(args):
     """Raise ToolError if a file or folder named on the command line does not exist."""
-    if args.dataset_type == "csv":
-        required = [
-            ("annotations file", args.annotations, os.path.isfile),
-            ("classes file", args.classes, os.path.isfile),
-        ]
-    elif args.dataset_type == "coco":
-        required = [("COCO folder", args.coco_path, os.path.isdir)]
-    else:
-        required = [("Pascal VOC folder", args.pascal_path, os.path.isdir)]
+    from keras_retinanet.preprocessing.datasets import dataset_inputs
+
+    required = [(what, path, os.path.isdir if is_folder else os.path.isfile)
+                for what, path, is_folder in dataset_inputs(args)]  # fmt: skip
     if args.config:
         required.append(("config file", args.config, os.path.isfile))
     if args.model:
@@ -226,6 +244,40 @@ def _output_path(args, index, image_path):
     return os.path.join(args.output_dir, f"{index:05d}_{stem}.png")
 
 
+def _fit_anchors(args, generator):
+    """``--fit-anchors CONFIG``: fit, write the config atomically, print the coverage; exit status."""
+    from keras_retinanet.errors import OutputError
+    from keras_retinanet.inspection import fit_anchors
+    from keras_retinanet.utils.config import format_config
+    from keras_retinanet.utils.files import OutputPlan, write_atomically
+
+    inputs = [path for path in (args.config, getattr(args, "annotations", None), getattr(args, "classes", None)) if path]
+    try:
+        path = OutputPlan(inputs=inputs, overwrite=args.overwrite).check(args.fit_anchors, "anchor config")
+    except OutputError as error:
+        raise ToolError(str(error)) from None
+    fit = fit_anchors(generator)
+    comment = (
+        f"anchor sizes fitted by retinanet-debug --fit-anchors: x{fit.factor:g} of the sizes before; boxes without a "
+        f"positive anchor {fit.before.unmatched} -> {fit.after.unmatched} of {fit.after.boxes}"
+    )
+    text = format_config(fit.anchor_params, generator.pyramid_levels, comment)
+
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    try:
+        write_atomically(path, write)
+    except OutputError as error:
+        raise ToolError(str(error)) from None
+    print(f"before: {fit.before.describe()}")
+    print(f"after:  {fit.after.describe()}")
+    print(f"anchor sizes {' '.join(f'{s:g}' for s in fit.anchor_params.sizes)} (x{fit.factor:g}) written to {path}; "
+          f"train with --config {args.fit_anchors}")
+    return 0
+
+
 def plan_outputs(args, generator):
     """Check every picture --output-dir will get before any work: {index: path}.
 
@@ -268,8 +320,9 @@ def run_files(args, generator, summary):
             continue
         summary.add(inspection)
         canvas = draw_inspection(
-            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
-        )
+            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name,
+            display_name=args.display_name,
+        )  # fmt: skip
         try:
             plan.write(paths[index], lambda temporary: write_image(temporary, canvas), "picture")
         except OutputError as error:
@@ -278,7 +331,11 @@ def run_files(args, generator, summary):
 
 
 def run_gui(args, generator, summary):
-    """Show the images one by one in a window; the summary covers the images shown."""
+    """Show the images one by one in a window; the summary covers the images shown.
+
+    Returns:
+        (number of images shown, whether the user quit before the last image).
+    """
     import cv2
 
     from keras_retinanet.inspection import draw_inspection, inspect_image
@@ -296,16 +353,87 @@ def run_gui(args, generator, summary):
             summary.add(inspection)
             seen.add(index)
         canvas = draw_inspection(
-            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name
-        )
+            inspection, anchors=args.draw_anchors, annotations=args.draw_annotations, label_to_name=name,
+            display_name=args.display_name,
+        )  # fmt: skip
         cv2.setWindowTitle(WINDOW_NAME, f"{WINDOW_NAME}: {inspection.path} ({index + 1}/{generator.size()})")
         cv2.imshow(WINDOW_NAME, canvas)
         key = cv2.waitKey() & 0xFF
         if key in QUIT_KEYS:
-            break
+            cv2.destroyAllWindows()
+            return len(seen), True
         index = max(index - 1, 0) if key in PREVIOUS_KEYS else index + 1
     cv2.destroyAllWindows()
-    return len(seen)
+    return len(seen), False
+
+
+def make_output_path(output_dir, image_path, flatten=False):
+    """fizyr's name for a drawing of an image: ``<output_dir>/<image path>_debug<extension>``.
+
+    The image's folders are kept under ``output_dir`` (an absolute path taken from the
+    file-system root, a Windows drive dropped), or dropped with ``flatten``:
+    ``make_output_path('out', '/data/a/1.png')`` is ``out/data/a/1_debug.png``, with
+    ``flatten=True`` ``out/1_debug.png``. (retinanet-debug itself writes
+    ``<output_dir>/<index>_<image name>.png``, which never collide.)
+    """
+    if flatten:
+        path = os.path.basename(image_path)
+    else:
+        path = os.path.splitdrive(image_path)[1]
+        if os.path.isabs(path):
+            path = os.path.relpath(path, os.path.sep)
+    base, extension = os.path.splitext(path)
+    return os.path.join(output_dir, base + DEBUG_SUFFIX + extension)
+
+
+def run(generator, args, anchor_params=None, pyramid_levels=None):
+    """fizyr's main loop over a generator: show each image (or write it with ``args.no_gui``).
+
+    Takes fizyr's arguments (``anchors``, ``show_annotations``, ``random_transform``,
+    ``resize``, ``display_name``, ``no_gui``, ``output_dir``) or this tool's
+    (``draw_anchors``, ``draw_annotations``, ``overwrite``); images go through the training
+    step of ``inspection.inspect_image``, augmented only with ``random_transform``, resized
+    unless ``resize`` is False. Prints the dataset summary.
+
+    Args:
+        generator: a ``Generator``.
+        args: parsed arguments (see above).
+        anchor_params, pyramid_levels: the anchors to match boxes with (default: the generator's).
+
+    Returns:
+        False if the user quit the window before the last image, else True.
+    """
+    from keras_retinanet.inspection import DatasetSummary
+
+    options = argparse.Namespace(
+        draw_anchors=getattr(args, "draw_anchors", getattr(args, "anchors", True)),
+        draw_annotations=getattr(args, "draw_annotations", getattr(args, "show_annotations", True)),
+        display_name=getattr(args, "display_name", False),
+        output_dir=getattr(args, "output_dir", DEFAULT_OUTPUT_DIR),
+        overwrite=getattr(args, "overwrite", False),
+    )
+    saved = {name: getattr(generator, name) for name in
+             ("anchor_params", "pyramid_levels", "no_resize", "transform_generator", "visual_effect_generator")}  # fmt: skip
+    try:
+        if anchor_params is not None:
+            generator.anchor_params = anchor_params
+        if pyramid_levels is not None:
+            generator.pyramid_levels = list(pyramid_levels)
+        if not getattr(args, "resize", True):
+            generator.no_resize = True
+        if not getattr(args, "random_transform", True):
+            generator.transform_generator = generator.visual_effect_generator = None
+        summary = DatasetSummary(_label_to_name(generator), anchor_params=generator.anchor_params)
+        if getattr(args, "no_gui", False):
+            run_files(options, generator, summary)
+            finished = True
+        else:
+            finished = not run_gui(options, generator, summary)[1]
+    finally:
+        for name, value in saved.items():
+            setattr(generator, name, value)
+    print("\n".join(summary.lines()))
+    return finished
 
 
 @tool_main(PROG)
@@ -313,6 +441,8 @@ def main(args=None):
     """Entry point of retinanet-debug; returns the exit status."""
     args = parse_args(sys.argv[1:] if args is None else args)
     set_verbosity(args)
+    if args.flatten_output:
+        LOGGER.info("--flatten-output is not needed: the images are always written into --output-dir itself")
     try:
         check_inputs(args)
         import_tensorflow(args.verbose)
@@ -333,6 +463,8 @@ def main(args=None):
         print_notes(PROG, recipe.notes)
         if args.check_images:
             return _check_images(generator)
+        if args.fit_anchors:
+            return _fit_anchors(args, generator)
         from keras_retinanet.inspection import DatasetSummary
 
         summary = DatasetSummary(

@@ -36,14 +36,15 @@ from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 PROG = "retinanet-evaluate"
 METRICS = ("voc", "coco", "all")
-DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco"}
-DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017"}
+DEFAULT_METRIC = {"csv": "voc", "pascal": "voc", "coco": "coco", "kitti": "voc", "oid": "voc"}
+DEFAULT_SET_NAME = {"pascal": "test", "coco": "val2017", "kitti": "val", "oid": "validation"}
 MAX_MESSAGE_LENGTH = 200  # longer library messages are cut to their first sentence
 EXAMPLES = """
 retinanet-evaluate csv val.csv classes.csv snapshots/resnet50_csv_10.keras
 retinanet-evaluate csv val.csv classes.csv model.tflite --metric all --json figures.json
 retinanet-evaluate pascal /data/VOC2007 model.keras --save-path eval_out
 retinanet-evaluate coco /data/coco model.keras --set-name val2017 --batch-size 4
+retinanet-evaluate kitti /data/kitti model.keras --set-name val
 """
 RECIPE_NOTE = """the model's detector spec gives its backbone, anchors, image sizes and classes:
 --backbone and --config are only for older models (and must agree with the spec);
@@ -104,8 +105,7 @@ def parse_args(args):
         PROG, "Evaluate a RetinaNet model: VOC mAP and COCO metrics.", EXAMPLES, RECIPE_NOTE
     )
     datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the annotations to evaluate on")
-    for dataset_type in ("pascal", "coco"):
-        default_set = DEFAULT_SET_NAME[dataset_type]
+    for dataset_type, default_set in DEFAULT_SET_NAME.items():
         datasets[dataset_type].add_argument("--set-name", default=default_set, help=f"set name (default {default_set})")
 
     # the model comes after the dataset's positionals (fizyr's order); a positional of the
@@ -137,14 +137,11 @@ def parse_args(args):
 
 def check_inputs(args):
     """Raise ToolError if a file or folder named on the command line does not exist."""
+    from keras_retinanet.preprocessing.datasets import dataset_inputs
+
     required = [("model file", args.model, os.path.exists)]
-    if args.dataset_type == "csv":
-        required += [("annotations file", args.annotations, os.path.isfile),
-                     ("classes file", args.classes, os.path.isfile)]
-    elif args.dataset_type == "pascal":
-        required.append(("Pascal VOC folder", args.pascal_path, os.path.isdir))
-    else:
-        required.append(("COCO folder", args.coco_path, os.path.isdir))
+    required += [(what, path, os.path.isdir if is_folder else os.path.isfile)
+                 for what, path, is_folder in dataset_inputs(args)]  # fmt: skip
     if args.config:
         required.append(("config file", args.config, os.path.isfile))
     for what, path, exists in required:

@@ -1,4 +1,4 @@
-"""retinanet-train: train a RetinaNet detector on CSV, COCO or Pascal VOC data.
+"""retinanet-train: train a RetinaNet detector on CSV, COCO, Pascal VOC, KITTI or Open Images data.
 
     retinanet-train --backbone resnet50 csv annotations.csv classes.csv --val-annotations val.csv
 
@@ -14,12 +14,24 @@ from keras_retinanet.bin import LOGGER, import_tensorflow, new_parser, print_not
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
+# (dataset type, default training set, default validation set); kitti and oid as fizyr's
+DEFAULT_SETS = (
+    ("coco", "train2017", "val2017"),
+    ("pascal", "trainval", "test"),
+    ("kitti", "train", "val"),
+    ("oid", "train", "validation"),
+)
+MULTIPROCESSING_NOTE = (
+    "--multiprocessing is not needed: the tf.data pipeline loads images in parallel threads (--workers)"
+)
 EXAMPLES = """
 retinanet-train --backbone resnet50 --batch-size 2 csv train.csv classes.csv --val-annotations val.csv
 retinanet-train --no-weights --backbone mobilenet128_0.25 --feature-size 64 --image-min-side 128 \\
     --image-max-side 128 --lr 1e-3 csv train.csv classes.csv
 retinanet-train --snapshot snapshots/resnet50_csv_07.keras csv train.csv classes.csv
 retinanet-train --config anchors.ini --epochs 20 pascal /data/VOC2007
+retinanet-train kitti /data/kitti
+retinanet-train oid /data/open_images --labels-filter Helmet,Hat --annotation-cache-dir cache
 """
 RECIPE_NOTE = """every snapshot carries its recipe (backbone, classes, anchors, image sizes): --snapshot
 resumes with it, and the other tools read it, so none of these flags is needed after training."""
@@ -28,7 +40,7 @@ resumes with it, and the other tools read it, so none of these flags is needed a
 def parse_args(args):
     """Parse the command line (fizyr-compatible flags plus tf.distribute / mixed precision)."""
     parser = new_parser(
-        "retinanet-train", "Train a RetinaNet detector on CSV, COCO or Pascal VOC data.", EXAMPLES, RECIPE_NOTE
+        "retinanet-train", "Train a RetinaNet detector on CSV, COCO, Pascal VOC, KITTI or Open Images data.", EXAMPLES, RECIPE_NOTE
     )
     from keras_retinanet.presets import PRESETS, describe, preset_defaults
 
@@ -39,7 +51,7 @@ def parse_args(args):
         + "; ".join(describe(name) for name in sorted(PRESETS)),
     )
     datasets = add_dataset_subparsers(parser, annotations_help="CSV file with the training annotations")
-    for dataset_type, train_set, val_set in (("coco", "train2017", "val2017"), ("pascal", "trainval", "test")):
+    for dataset_type, train_set, val_set in DEFAULT_SETS:
         datasets[dataset_type].add_argument(
             "--train-set", default=train_set, help=f"training set name (default: {train_set})"
         )
@@ -202,6 +214,10 @@ def parse_args(args):
         "--workers", type=int, default=-1, help="parallel input-pipeline calls (default: -1, autotune)"
     )
     parser.add_argument("--max-queue-size", type=int, default=10, help="batches prefetched (default: 10)")
+    parser.add_argument(
+        "--multiprocessing", action="store_true",
+        help="accepted for compatibility (fizyr's fit_generator option): images load in parallel threads anyway",
+    )  # fmt: skip
     parser.add_argument("--mixed-precision", action="store_true", help="compute in float16 (mixed_float16 policy)")
     parser.add_argument("--seed", type=int, help="seed Python, NumPy and TensorFlow for a repeatable run")
     preset = argparse.ArgumentParser(add_help=False)
@@ -212,41 +228,63 @@ def parse_args(args):
     return check_args(parser, parser.parse_args(args))
 
 
-def check_args(parser, args):
-    """Reject impossible combinations with argparse's usual message (exit status 2)."""
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.epochs < 1 or (args.steps is not None and args.steps < 1):
-        parser.error("--epochs and --steps must be >= 1")
-    if args.lr <= 0:
-        parser.error(f"--lr must be > 0, got {args.lr}")
-    if args.feature_size is not None and args.feature_size < 1:
-        parser.error(f"--feature-size must be >= 1, got {args.feature_size}")
-    if args.snapshot and (args.feature_size is not None or args.head_depth is not None):
-        parser.error("--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with")
-    if args.snapshots and not args.snapshot_path:
-        parser.error("--snapshot-path is empty (give a folder, or --no-snapshots)")
-    if args.keep_last is not None and args.keep_last < 1:
-        parser.error(f"--keep-last must be >= 1, got {args.keep_last}")
-    if args.fit_anchors and args.snapshot:
-        parser.error("--fit-anchors shapes a new model's anchors; a --snapshot keeps the anchors it was trained with")
-    if args.time_limit is not None and not args.time_limit > 0:
-        parser.error(f"--time-limit must be > 0 minutes, got {args.time_limit}")
-    if args.warmup_steps < 0:
-        parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    if args.head_depth is not None and args.head_depth < 0:
-        parser.error(f"--head-depth must be >= 0, got {args.head_depth}")
-    if args.multi_gpu < 0:
-        parser.error("--multi-gpu must be >= 0")
-    if args.multi_gpu > 1 and args.batch_size < args.multi_gpu:
-        parser.error(f"--batch-size ({args.batch_size}) must be >= --multi-gpu ({args.multi_gpu})")
-    if args.image_min_side is not None and args.image_min_side < 32:
-        parser.error(f"--image-min-side must be >= 32, got {args.image_min_side}")
-    if args.image_max_side is not None and args.image_max_side < (args.image_min_side or 32):
-        parser.error("--image-max-side must be >= --image-min-side (and >= 32)")
-    if args.snapshot is None and args.image_max_side is None and (args.image_min_side or 0) > constants.DEFAULT_IMAGE_MAX_SIDE:
-        parser.error(f"--image-min-side ({args.image_min_side}) > the default --image-max-side: give --image-max-side")
+def _argument_problems(args):
+    """What is impossible in parsed arguments (messages naming the flags); attributes a
+    fizyr-style parser lacks count as their defaults."""
+    def get(name, default=None):
+        return getattr(args, name, default)
+
+    checks = [
+        (get("batch_size", 1) < 1, f"--batch-size must be >= 1, got {get('batch_size')}"),
+        (get("epochs", 1) < 1 or (get("steps") is not None and get("steps") < 1), "--epochs and --steps must be >= 1"),
+        (get("lr", 1) <= 0, f"--lr must be > 0, got {get('lr')}"),
+        (get("feature_size") is not None and get("feature_size") < 1,
+         f"--feature-size must be >= 1, got {get('feature_size')}"),
+        (bool(get("snapshot")) and (get("feature_size") is not None or get("head_depth") is not None),
+         "--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with"),
+        (get("snapshots", False) and not get("snapshot_path", "./snapshots"),
+         "--snapshot-path is empty (give a folder, or --no-snapshots)"),
+        (get("keep_last") is not None and get("keep_last") < 1, f"--keep-last must be >= 1, got {get('keep_last')}"),
+        (bool(get("fit_anchors")) and bool(get("snapshot")),
+         "--fit-anchors shapes a new model's anchors; a --snapshot keeps the anchors it was trained with"),
+        (get("time_limit") is not None and not get("time_limit") > 0,
+         f"--time-limit must be > 0 minutes, got {get('time_limit')}"),
+        (get("warmup_steps", 0) < 0, f"--warmup-steps must be >= 0, got {get('warmup_steps')}"),
+        (get("head_depth") is not None and get("head_depth") < 0, f"--head-depth must be >= 0, got {get('head_depth')}"),
+        (get("multi_gpu", 0) < 0, "--multi-gpu must be >= 0"),
+        (get("multi_gpu", 0) > 1 and get("batch_size", 1) < get("multi_gpu", 0),
+         f"--batch-size ({get('batch_size')}) must be >= --multi-gpu ({get('multi_gpu')})"),
+        (get("image_min_side") is not None and get("image_min_side") < 32,
+         f"--image-min-side must be >= 32, got {get('image_min_side')}"),
+        (get("image_max_side") is not None and get("image_max_side") < (get("image_min_side") or 32),
+         "--image-max-side must be >= --image-min-side (and >= 32)"),
+        (get("snapshot") is None and get("image_max_side") is None
+         and (get("image_min_side") or 0) > constants.DEFAULT_IMAGE_MAX_SIDE,
+         f"--image-min-side ({get('image_min_side')}) > the default --image-max-side: give --image-max-side"),
+    ]  # fmt: skip
+    return [message for failed, message in checks if failed]
+
+
+def check_args(parser_or_args, args=None):
+    """Reject impossible combinations of parsed arguments; returns the arguments.
+
+    Two call forms: ``check_args(parser, args)`` reports through ``parser.error`` (argparse's
+    message, exit status 2), as ``parse_args`` does; fizyr's ``check_args(parsed_args)``
+    raises ``ValueError``.
+    """
+    parser = parser_or_args if args is not None else None
+    args = parser_or_args if args is None else args
+    problems = _argument_problems(args)
+    if problems and parser is not None:
+        parser.error(problems[0])
+    if problems:
+        raise ValueError(problems[0])
     return args
+
+
+def makedirs(path):
+    """Create a folder and its parents; nothing if it exists already (fizyr's helper)."""
+    os.makedirs(path, exist_ok=True)
 
 
 def _require_file(path, what):
@@ -258,15 +296,15 @@ def _require_file(path, what):
 
 def check_inputs(args):
     """Check that every file the run needs exists, before anything heavy is imported or built."""
-    if args.dataset_type == "csv":
-        _require_file(args.annotations, "annotations file")
-        _require_file(args.classes, "classes file")
-        if args.val_annotations:
-            _require_file(args.val_annotations, "validation annotations file")
-    else:
-        root = args.coco_path if args.dataset_type == "coco" else args.pascal_path
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"dataset folder not found: {root}")
+    from keras_retinanet.preprocessing.datasets import dataset_inputs
+
+    for what, path, is_folder in dataset_inputs(args):
+        if is_folder and not os.path.isdir(path):
+            raise FileNotFoundError(f"{what} not found: {path}")
+        if not is_folder:
+            _require_file(path, what)
+    if args.dataset_type == "csv" and args.val_annotations:
+        _require_file(args.val_annotations, "validation annotations file")
     if args.snapshot:
         _require_file(args.snapshot, "snapshot")
     if args.weights:
@@ -277,7 +315,7 @@ def check_inputs(args):
 
 def __getattr__(name):
     # fizyr's scripts import these from here; they live in keras_retinanet.training (lazy: TF is heavy)
-    if name in ("create_generators", "create_models", "create_callbacks"):
+    if name in ("create_generators", "create_models", "create_callbacks", "model_with_weights"):
         from keras_retinanet import training
 
         return getattr(training, name)
@@ -291,6 +329,8 @@ EXIT_STATUS = {"done": 0, "interrupted": 130, "diverged": 1, "output-error": 1}
 def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
     set_verbosity(args)
+    if args.multiprocessing:
+        LOGGER.info(MULTIPROCESSING_NOTE)
     try:
         check_inputs(args)
         if args.gpu is not None:

@@ -11,6 +11,22 @@ from .. import backend
 from ..utils import anchors as utils_anchors
 
 
+# Keras 2's ``Layer.__init__`` positional parameters, which fizyr's layers passed on as ``*args``.
+_KERAS2_LAYER_ARGS = ("trainable", "name", "dtype", "dynamic")
+
+
+def _layer_kwargs(args, kwargs):
+    """``**kwargs`` for Keras 3's keyword-only ``Layer.__init__`` from fizyr-style ``*args, **kwargs``."""
+    if len(args) > len(_KERAS2_LAYER_ARGS):
+        raise TypeError(f"too many positional arguments: {args!r}")
+    for name, value in zip(_KERAS2_LAYER_ARGS, args):
+        if name in kwargs:
+            raise TypeError(f"got multiple values for argument {name!r}")
+        kwargs[name] = value
+    kwargs.pop("dynamic", None)  # Keras 3 has no dynamic layers; TF ops run in graphs and eagerly alike
+    return kwargs
+
+
 def _as_float_list(values):
     return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
 
@@ -25,11 +41,13 @@ class Anchors(keras.layers.Layer):
         size: base anchor size of this level, in pixels.
         stride: stride of this level's feature map, in pixels.
         ratios, scales: as ``utils.anchors.generate_anchors`` (default ``AnchorParameters.default``).
+        *args: Keras 2's positional layer arguments (trainable, name, dtype), as fizyr's layer took them.
 
     Call: features (B, H, W, C) -> anchors (B, H * W * A, 4) float32.
     """
 
-    def __init__(self, size, stride, ratios=None, scales=None, **kwargs):
+    def __init__(self, size, stride, ratios=None, scales=None, *args, **kwargs):
+        kwargs = _layer_kwargs(args, kwargs)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.size = float(size)
@@ -40,7 +58,8 @@ class Anchors(keras.layers.Layer):
         self.num_anchors = len(self.ratios) * len(self.scales)
         self._reference = utils_anchors.generate_anchors(self.size, self.ratios, self.scales)
 
-    def call(self, features):
+    def call(self, inputs, **kwargs):
+        features = inputs
         shape = tf.shape(features)
         anchors = backend.shift(shape[1:3], self.stride, self._reference)
         return tf.tile(anchors[None], [shape[0], 1, 1])
@@ -78,7 +97,7 @@ class UpsampleLike(keras.layers.Layer):
         super().__init__(**kwargs)
         self.half_pixel_centers = bool(half_pixel_centers)
 
-    def call(self, inputs):
+    def call(self, inputs, **kwargs):
         source, target = inputs
         size = tf.shape(target)[1:3]
         if not self.half_pixel_centers:
@@ -102,11 +121,13 @@ class RegressBoxes(keras.layers.Layer):
 
     Args:
         mean, std: normalisation of the regression targets (default 0 and 0.2).
+        *args: Keras 2's positional layer arguments (trainable, name, dtype), as fizyr's layer took them.
 
     Call: [anchors (B, N, 4), regression (B, N, 4)] -> boxes (B, N, 4) float32.
     """
 
-    def __init__(self, mean=None, std=None, **kwargs):
+    def __init__(self, mean=None, std=None, *args, **kwargs):
+        kwargs = _layer_kwargs(args, kwargs)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         mean = utils_anchors.DEFAULT_REGRESSION_MEAN if mean is None else mean
@@ -116,7 +137,7 @@ class RegressBoxes(keras.layers.Layer):
         if len(self.mean) != 4 or len(self.std) != 4:
             raise ValueError(f"RegressBoxes: mean and std need 4 values each, got {self.mean} and {self.std}")
 
-    def call(self, inputs):
+    def call(self, inputs, **kwargs):
         anchors, regression = inputs
         return backend.bbox_transform_inv(anchors, regression, mean=self.mean, std=self.std)
 
@@ -145,7 +166,7 @@ class ClipBoxes(keras.layers.Layer):
         super().__init__(**kwargs)
         self.margin = float(margin)
 
-    def call(self, inputs):
+    def call(self, inputs, **kwargs):
         image, boxes = inputs
         shape = tf.cast(tf.shape(image), tf.float32)
         height, width = shape[1] - self.margin, shape[2] - self.margin

@@ -235,7 +235,7 @@ class FilterDetections(keras.layers.Layer):
         self.parallel_iterations = int(parallel_iterations)
         self.pre_nms_top_k = int(pre_nms_top_k)
 
-    def call(self, inputs):
+    def call(self, inputs, **kwargs):
         boxes, classification, *other = inputs
         return filter_detections(
             boxes,

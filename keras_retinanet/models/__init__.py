@@ -19,7 +19,7 @@ from ..utils.image import preprocess_image as _preprocess_image
 from .retinanet_model import RetinaNetModel, model_spec, with_spec  # noqa: F401
 
 # Family modules, in the order their names are listed in error messages.
-_FAMILY_MODULES = ("resnet", "mobilenet", "vgg", "densenet", "effnet")
+_FAMILY_MODULES = ("resnet", "mobilenet", "vgg", "densenet", "effnet", "senet")
 
 
 class NotATrainingModelError(ValueError, AssertionError):

@@ -11,19 +11,19 @@ _WEIGHTS_HASHES = {
     "densenet169": "b8c4d4c20dd625c148057b9ff1c1176b",
     "densenet201": "c13680b51ded0fb44dff2d8f86ac8bb1",
 }
-_APPLICATIONS = {
-    "densenet121": keras.applications.DenseNet121,
-    "densenet169": keras.applications.DenseNet169,
-    "densenet201": keras.applications.DenseNet201,
+#: {name: (dense layers per block, keras.applications constructor)}, fizyr's module-level table.
+#: The output of block b (before its transition) is C(b + 2).
+allowed_backbones = {
+    "densenet121": ([6, 12, 24, 16], keras.applications.DenseNet121),
+    "densenet169": ([6, 12, 32, 32], keras.applications.DenseNet169),
+    "densenet201": ([6, 12, 48, 32], keras.applications.DenseNet201),
 }
-# Dense layers per block; the output of block b (before its transition) is C(b + 2).
-_BLOCKS = {"densenet121": (6, 12, 24, 16), "densenet169": (6, 12, 32, 32), "densenet201": (6, 12, 48, 32)}
 
 
 class DenseNetBackbone(Backbone):
     """DenseNet backbones: densenet121, densenet169, densenet201."""
 
-    allowed_backbones = tuple(_APPLICATIONS)
+    allowed_backbones = tuple(allowed_backbones)
     preprocess_mode = "tf"
 
     def retinanet(self, *args, **kwargs):
@@ -52,11 +52,13 @@ def densenet_retinanet(num_classes, backbone="densenet121", inputs=None, modifie
     meta = DenseNetBackbone(backbone)
     weights = resolve_weights(weights, meta)
 
+    blocks, constructor = allowed_backbones[backbone]
+
     def application(input_tensor):
-        return _APPLICATIONS[backbone](input_tensor=input_tensor, include_top=False, weights=weights)
+        return constructor(input_tensor=input_tensor, include_top=False, weights=weights)
 
     layer_names = {
-        f"C{block + 2}": f"conv{block + 2}_block{layers}_concat" for block, layers in enumerate(_BLOCKS[backbone])
+        f"C{block + 2}": f"conv{block + 2}_block{layers}_concat" for block, layers in enumerate(blocks)
     }
     return application_retinanet(
         num_classes, application, layer_names, inputs=inputs, modifier=modifier, backbone=meta, **kwargs

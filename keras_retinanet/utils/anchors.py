@@ -129,6 +129,62 @@ def guess_shapes(image_shape, pyramid_levels):
     return [(image_shape + 2**p - 1) // (2**p) for p in pyramid_levels]
 
 
+def layer_shapes(image_shape, model):
+    """Output shape of every layer of a functional ``model`` for an input of ``image_shape`` (fizyr's).
+
+    Shapes are computed symbolically (no image is run). A layer used more than once (the
+    shared regression / classification submodels) gets the shape of its last use, as in fizyr.
+
+    Args:
+        image_shape: (H, W, C) of the network input.
+        model: a functional ``keras.Model`` with one input.
+
+    Returns:
+        {layer name: shape tuple, batch dimension None}.
+    """
+    import keras  # utils stays light: Keras only when this is called
+
+    image_shape = tuple(int(s) for s in image_shape)
+    names, tensors = [], []
+    for layer in model.layers:
+        nodes = [node for node in layer._inbound_nodes if node.outputs]
+        if isinstance(layer, keras.layers.InputLayer) or not nodes:
+            continue
+        outputs = nodes[-1].outputs
+        if len(outputs) == 1:
+            names.append(layer.name)
+            tensors.append(outputs[0])
+    probe = keras.Model(model.inputs, tensors)
+    specs = probe.compute_output_spec(keras.KerasTensor((None,) + image_shape, dtype="float32"))
+    if not isinstance(specs, (list, tuple)):
+        specs = [specs]
+    shapes = {model.layers[0].name: (None,) + image_shape}
+    shapes.update({name: tuple(spec.shape) for name, spec in zip(names, specs)})
+    return shapes
+
+
+def make_shapes_callback(model):
+    """A ``shapes_callback`` for ``anchors_for_shape`` that reads the pyramid shapes off ``model`` (fizyr's).
+
+    The returned ``f(image_shape, pyramid_levels)`` gives the (H, W) of the model's layers
+    ``P<level>`` for an input of ``image_shape``: exact for any backbone, where
+    ``guess_shapes`` assumes strided convolutions that round up.
+    """
+
+    computed = {}  # image shape -> layer shapes (building the probe costs more than the lookups)
+
+    def get_shapes(image_shape, pyramid_levels):
+        image_shape = tuple(int(s) for s in image_shape[:3])
+        if len(image_shape) == 2:
+            image_shape += (3,)
+        if image_shape not in computed:
+            computed[image_shape] = layer_shapes(image_shape, model)
+        shapes = computed[image_shape]
+        return [np.array(shapes[f"P{level}"][1:3]) for level in pyramid_levels]
+
+    return get_shapes
+
+
 def shift(shape, stride, anchors):
     """Place ``anchors`` at the centre of every cell of a feature map.
 

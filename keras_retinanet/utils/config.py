@@ -204,3 +204,28 @@ def anchor_settings(config):
     anchor_params = parse_anchor_parameters(config) if ANCHOR_SECTION in config else None
     pyramid_levels = parse_pyramid_levels(config) if PYRAMID_SECTION in config else None
     return anchor_params, pyramid_levels
+
+
+def format_config(anchor_params, pyramid_levels=None, comment=None):
+    """The text of a config.ini that ``anchor_settings`` reads back as these settings.
+
+    Args:
+        anchor_params: ``AnchorParameters``.
+        pyramid_levels: levels (written as [pyramid_levels] when given).
+        comment: a line written first as an ini comment (e.g. how the values were found).
+    """
+
+    def values(numbers):
+        return " ".join(f"{float(v):.6g}" for v in numbers)
+
+    lines = [f"# {comment}"] if comment else []
+    lines += [
+        f"[{ANCHOR_SECTION}]",
+        f"sizes = {values(anchor_params.sizes)}",
+        f"strides = {' '.join(str(int(s)) for s in anchor_params.strides)}",
+        f"ratios = {values(anchor_params.ratios)}",
+        f"scales = {values(anchor_params.scales)}",
+    ]
+    if pyramid_levels is not None:
+        lines += ["", f"[{PYRAMID_SECTION}]", f"levels = {' '.join(str(int(level)) for level in pyramid_levels)}"]
+    return "\n".join(lines) + "\n"

@@ -63,6 +63,9 @@ def average_precision(recall, precision):
     return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
 
 
+_compute_ap = average_precision  # fizyr's name
+
+
 def _default_labels(all_detections, all_annotations):
     lengths = [len(per_image) for per_image in all_detections] + [len(per_image) for per_image in all_annotations]
     return list(range(max(lengths, default=0)))

@@ -9,7 +9,11 @@ from .transform import change_transform_origin
 
 # ImageNet channel means in BGR order, as subtracted by caffe-style backbones (ResNet, VGG).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-PREPROCESS_MODES = ("caffe", "tf", "none")
+# Keras' 'torch' mode (SE-ResNets, as fizyr preprocessed them): x / 255, then these means and
+# deviations, listed for RGB but applied to the channels as they come (BGR), as fizyr did.
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 
 
 def preprocess_image(x, mode="caffe"):
@@ -18,8 +22,9 @@ def preprocess_image(x, mode="caffe"):
     Args:
         x: (..., H, W, 3) BGR, uint8 or float.
         mode: 'caffe' subtracts the ImageNet BGR means (ResNet, VGG); 'tf' scales to
-            [-1, 1] (MobileNet, DenseNet); 'none' only casts (EfficientNet, whose
-            keras.applications model rescales internally).
+            [-1, 1] (MobileNet, DenseNet); 'torch' scales to [0, 1] and normalises with
+            ``TORCH_MEAN`` / ``TORCH_STD`` (SE-ResNeXts, SENet-154); 'none' only casts
+            (EfficientNet and SE-ResNet-18/34, whose models normalise internally).
 
     Returns:
         float32 array of the same shape.
@@ -35,6 +40,11 @@ def preprocess_image(x, mode="caffe"):
     if mode == "tf":
         x = np.divide(x, np.float32(127.5), dtype=np.float32)
         x -= 1.0
+        return x
+    if mode == "torch":
+        x = np.divide(x, np.float32(255.0), dtype=np.float32)
+        x -= np.asarray(TORCH_MEAN, dtype=np.float32)
+        x /= np.asarray(TORCH_STD, dtype=np.float32)
         return x
     if mode == "none":
         return x.astype(np.float32, copy=True)

@@ -182,3 +182,14 @@ def test_bad_input_gives_one_line_and_exit_1(snapshot, tmp_path, capsys):
     message = _error(capsys, [str(snapshot), str(tmp_path / "y.keras"), "--backbone", "resnet9000"])
     assert "resnet9000" in message and "mobilenet128_0.25" in message
     assert not os.path.exists(tmp_path / "o.keras") and not os.path.exists(tmp_path / "y.keras")
+
+
+def test_parallel_iterations_reaches_the_filter_layer(snapshot, tmp_path, capsys):
+    """fizyr's --parallel-iterations: the batch items FilterDetections processes in parallel."""
+    out = _convert(snapshot, tmp_path / "model.keras", "--parallel-iterations", "4")
+    model = keras.models.load_model(str(out))
+    filters = [layer for layer in model.layers if type(layer).__name__ == "FilterDetections"]
+    assert [layer.parallel_iterations for layer in filters] == [4]
+    capsys.readouterr()
+    assert convert_model.main([str(out), str(tmp_path / "exported"), "--parallel-iterations", "2"]) == 1
+    assert "its filter settings are fixed in it (--parallel-iterations given)" in capsys.readouterr().err

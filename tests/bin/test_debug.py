@@ -112,3 +112,58 @@ def test_bad_input_gives_one_line_and_exit_1(dataset, tmp_path, capsys):
     config = tmp_path / "nope.ini"
     message = _error(capsys, ["--config", str(config)] + base + [dataset["annotations"], dataset["classes"]])
     assert message == f"config file not found: {config}"
+
+
+def test_make_output_path_is_fizyrs():
+    assert debug.make_output_path("out", "/data/a/1.png") == os.path.join("out", "data", "a", "1_debug.png")
+    assert debug.make_output_path("out", "/data/a/1.png", flatten=True) == os.path.join("out", "1_debug.png")
+    assert debug.make_output_path("out", "images/x.jpg") == os.path.join("out", "images", "x_debug.jpg")
+
+
+def test_run_takes_fizyrs_arguments(dataset, tmp_path, capsys):
+    """fizyr's run(generator, args, anchor_params, pyramid_levels): fizyr-style args, the tool's drawing."""
+    import argparse
+
+    from keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from keras_retinanet.utils.anchors import AnchorParameters
+
+    generator = CSVGenerator(dataset["annotations"], dataset["classes"], image_min_side=160, image_max_side=160,
+                             group_method="none", shuffle_groups=False)  # fmt: skip
+    args = argparse.Namespace(random_transform=False, resize=False, anchors=False, show_annotations=False,
+                              display_name=False, no_gui=True, output_dir=str(tmp_path / "out"), flatten_output=False)  # fmt: skip
+    small = AnchorParameters(sizes=[6, 16, 32, 64, 128], strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0],
+                             scales=[1.0, 1.26, 1.59])  # fmt: skip
+    assert debug.run(generator, args, anchor_params=small) is True
+    report = capsys.readouterr().out
+    assert "anchor sides (ratio 1): 6 .. 203.5 px" in report
+    assert "box width 6 .. " in report  # not resized (fizyr's resize=False)
+    assert f"circle [{', '.join(map(str, TINY_BOX))}]" not in report  # 6 px anchors match the 6 px box
+    original = cv2.imread(os.path.join(dataset["root"], "images", "d_00000.png"))
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "00000_d_00000.png")), original)  # nothing drawn
+    assert generator.anchor_params is None and generator.no_resize is False  # the generator is left as it was
+
+
+def test_fit_anchors_writes_a_config_that_training_reads_back(tmp_path, capsys):
+    from keras_retinanet.utils.config import anchor_settings
+
+    root = tmp_path / "small"
+    classes = write_classes(str(tmp_path / "classes.csv"))
+    annotations, _ = write_split(str(root), "s", 6, image_size=160, min_objects=3, max_objects=4,
+                                 min_size=12, max_size=18, empty_fraction=0.0, seed=3)  # fmt: skip
+    config = tmp_path / "fitted.ini"
+    args = ["--fit-anchors", str(config), "--image-min-side", SIDE, "--image-max-side", SIDE,
+            "csv", annotations, classes]  # fmt: skip
+    assert debug.main(args) == 0
+    out = capsys.readouterr().out
+    before = int(re.search(r"before: (\d+) of (\d+) boxes", out).group(1))
+    after, total = (int(v) for v in re.search(r"after: +(\d+) of (\d+) boxes", out).groups())
+    assert before == total and after < total / 3
+    params, levels = anchor_settings(str(config))
+    assert params.sizes[0] < 32 and params.strides == [8, 16, 32, 64, 128] and levels == [3, 4, 5, 6, 7]
+    assert params.ratios.tolist() == [0.5, 1.0, 2.0]
+    assert f"train with --config {config}" in out
+    # an existing file is not replaced without --overwrite, and an input never
+    assert debug.main(args) == 1
+    assert "exists" in capsys.readouterr().err
+    assert debug.main(["--fit-anchors", annotations, "csv", annotations, classes]) == 1
+    assert "is one of the inputs" in capsys.readouterr().err

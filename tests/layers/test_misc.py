@@ -78,3 +78,18 @@ def test_clip_boxes():
     boxes = np.array([[[-5, -1, 100, 60], [10, 20, 30, 40]]], np.float32)
     out = _roundtrip(layers.ClipBoxes())([image, boxes]).numpy()
     np.testing.assert_array_equal(out, [[[0, 0, 80, 50], [10, 20, 30, 40]]])
+
+
+def test_fizyr_signatures_positional_layer_args_and_call_kwargs():
+    """fizyr's Anchors / RegressBoxes took Keras 2's positional layer arguments; call took **kwargs."""
+    anchors = layers.Anchors(32, 8, None, None, True, "my_anchors")
+    assert anchors.name == "my_anchors" and anchors.trainable and anchors.size == 32.0
+    regress = layers.RegressBoxes(None, None, False, "my_regress")
+    assert regress.name == "my_regress" and not regress.trainable
+    with pytest.raises(TypeError, match="multiple values for argument 'name'"):
+        layers.Anchors(32, 8, None, None, True, "a", name="b")
+    features = np.zeros((1, 2, 3, 1), np.float32)
+    assert anchors.call(features, training=False).shape == (1, 2 * 3 * 9, 4)
+    boxes = regress.call([np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32)], mask=None)
+    assert boxes.shape == (1, 2, 4)
+    assert _roundtrip(anchors).get_config()["name"] == "my_anchors"

@@ -16,11 +16,12 @@ ADVERTISED = (
     + [f"mobilenetv2_{alpha}" for alpha in ("0.35", "0.5", "0.75", "1.0", "1.3", "1.4")]
     + [f"mobilenetv3{size}_{alpha}" for size in ("small", "large") for alpha in ("0.75", "1.0")]
     + [f"EfficientNetB{i}" for i in range(8)]
+    + ["seresnet18", "seresnet34", "seresnet50", "seresnet101", "seresnet152", "seresnext50", "seresnext101", "senet154"]
 )
 # Every distinct architecture not covered by the forward-pass tests (mobilenet{rows}
-# variants differ only in which ImageNet weights they load).
+# variants differ only in which ImageNet weights they load; the SE backbones have test_senet.py).
 OTHER_ARCHITECTURES = sorted(
-    set(ADVERTISED)
+    {name for name in ADVERTISED if not name.startswith(("seres", "senet"))}
     - set(FAMILY_REPRESENTATIVES)
     - {f"mobilenet{rows}_{alpha}" for rows in (160, 192, 224) for alpha in ("1.0", "0.75", "0.5", "0.25")}
 )
@@ -246,3 +247,12 @@ def test_every_architecture_builds_training_and_inference_models(name):
     assert [tuple(o.shape) for o in model.outputs] == [(None, num_anchors, 4), (None, num_anchors, 2)]
     inference = models.convert_model(model, max_detections=10)
     assert [tuple(o.shape) for o in inference.outputs] == [(None, 10, 4), (None, 10), (None, 10)]
+
+
+def test_densenet_module_lists_its_backbones_as_fizyr():
+    from keras_retinanet.models import densenet
+
+    assert {name: blocks for name, (blocks, _) in densenet.allowed_backbones.items()} == {
+        "densenet121": [6, 12, 24, 16], "densenet169": [6, 12, 32, 32], "densenet201": [6, 12, 48, 32]}  # fmt: skip
+    assert densenet.allowed_backbones["densenet169"][1] is keras.applications.DenseNet169
+    assert densenet.DenseNetBackbone.allowed_backbones == ("densenet121", "densenet169", "densenet201")

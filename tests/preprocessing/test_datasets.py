@@ -43,8 +43,39 @@ def test_pascal_reads_the_named_set_with_the_extension(tmp_path):
 
 
 def test_unknown_dataset_type():
-    with pytest.raises(ValueError, match=r"unknown dataset type 'kitti'; expected one of \['csv', 'coco', 'pascal'\]"):
-        generator_from_args(Namespace(dataset_type="kitti"))
+    with pytest.raises(
+        ValueError, match=r"unknown dataset type 'voc'; expected one of \['csv', 'coco', 'pascal', 'kitti', 'oid'\]"
+    ):
+        generator_from_args(Namespace(dataset_type="voc"))
+
+
+def test_kitti_and_oid_sub_commands_build_their_generators(tmp_path):
+    import argparse
+
+    from keras_retinanet.preprocessing.datasets import add_dataset_subparsers, dataset_inputs
+    from keras_retinanet.preprocessing.kitti import KittiGenerator
+    from keras_retinanet.preprocessing.open_images import OpenImagesGenerator
+
+    from .test_kitti import write_kitti
+    from .test_open_images import write_oid
+
+    parser = argparse.ArgumentParser()
+    add_dataset_subparsers(parser)
+    kitti = parser.parse_args(["kitti", write_kitti(tmp_path / "kitti", subset="val")])
+    assert dataset_inputs(kitti) == [("KITTI folder", str(tmp_path / "kitti"), True)]
+    generator = generator_from_args(kitti, set_name="val", group_method="none")
+    assert isinstance(generator, KittiGenerator) and generator.size() == 2 and generator.subset == "val"
+
+    oid = parser.parse_args(["oid", write_oid(tmp_path / "oid"), "--labels-filter", "Cat,Dog",
+                             "--annotation-cache-dir", str(tmp_path / "cache"), "--version", "v4"])  # fmt: skip
+    assert (oid.labels_filter, oid.parent_label, oid.version) == (["Cat", "Dog"], None, "v4")
+    assert dataset_inputs(oid) == [("Open Images folder", str(tmp_path / "oid"), True)]
+    with pytest.warns(UserWarning):
+        generator = generator_from_args(oid, set_name="train", group_method="none")
+    assert isinstance(generator, OpenImagesGenerator) and generator.num_classes() == 2
+    assert [generator.label_to_name(label) for label in (0, 1)] == ["Cat", "Dog"]
+    with pytest.raises(ValueError, match="no set name given for the kitti dataset"):
+        generator_from_args(kitti)
 
 
 def test_coco_and_pascal_need_a_set_name(tmp_path):

@@ -1,7 +1,8 @@
 """Random and mutated bytes fed to every reader of user files: a dataset, or one line naming the file.
 
 The readers of annotations.csv, classes.csv, config.ini, Pascal VOC (image set and XML
-annotations) and COCO json get random bytes, and valid files with bytes flipped,
+annotations), COCO json, KITTI label files and Open Images (annotations, class
+descriptions, annotation cache) get random bytes, and valid files with bytes flipped,
 inserted, deleted or cut. The only acceptable outcomes are a parsed result or a
 ``ValueError`` whose message is one line and names the file; anything else (another
 exception, a traceback from deep inside, a message without the file) fails the test.
@@ -176,3 +177,90 @@ def test_coco_json(folder, data):
     for index in range(generator.size()):
         annotations = generator.load_annotations(index)
         assert annotations["bboxes"].shape == (len(annotations["labels"]), 4)
+
+
+VALID_KITTI = (b"Car 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.39 58.49 1.57\n"
+               b"DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10\n")  # fmt: skip
+
+
+@FUZZ
+@given(data=inputs(VALID_KITTI))
+def test_kitti_labels(folder, data):
+    from keras_retinanet.preprocessing.kitti import KittiGenerator
+
+    root = folder / "kitti"
+    os.makedirs(root / "train" / "labels", exist_ok=True)
+    path = _write(root / "train" / "labels" / "000000.txt", data)
+    try:
+        generator = KittiGenerator(str(root), group_method="none", shuffle_groups=False)
+    except Exception as error:  # noqa: BLE001
+        assert_clean(error, path)
+        return
+    annotations = generator.load_annotations(0)
+    assert annotations["bboxes"].shape == (len(annotations["labels"]), 4)
+
+
+def _oid(folder):
+    import warnings
+
+    from tests.preprocessing.test_open_images import write_oid
+
+    root = folder / "oid"
+    if not root.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_oid(root)
+    return root
+
+
+def _open_images(root, folder, files):
+    import warnings
+
+    from keras_retinanet.preprocessing.open_images import OpenImagesGenerator
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # images left out (fizyr's behaviour, with a warning)
+            generator = OpenImagesGenerator(str(root), "train", annotation_cache_dir=str(folder / "cache"),
+                                            group_method="none", shuffle_groups=False)  # fmt: skip
+    except Exception as error:  # noqa: BLE001
+        message = str(error)
+        assert isinstance(error, ValueError), f"{type(error).__name__}: {message}"
+        assert "\n" not in message.strip() and any(str(path) in message for path in files), message
+        return
+    for index in range(generator.size()):
+        annotations = generator.load_annotations(index)
+        assert annotations["bboxes"].shape == (len(annotations["labels"]), 4)
+
+
+VALID_OID = (b"ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,"
+             b"IsInside\n000026e7ee790996,xclick,/m/0cmf2,1,0.1,0.5,0.2,0.6,0,0,0,0,0\n"
+             b"000062a39995e348,xclick,/m/0bt9lr,1,0.25,0.75,0.1,0.9,0,0,0,0,0\n")  # fmt: skip
+
+
+@FUZZ
+@given(data=inputs(VALID_OID))
+def test_open_images_annotations(folder, data):
+    root = _oid(folder)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    path = _write(root / "2018_04" / "train" / "train-annotations-bbox.csv", data)
+    _open_images(root, folder, [path])
+
+
+@FUZZ
+@given(data=inputs(b"/m/0cmf2,Airplane\n/m/0jbk,Animal\n/m/01yrx,Cat\n/m/0bt9lr,Dog\n"))
+def test_open_images_class_descriptions(folder, data):
+    root = _oid(folder)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    path = _write(root / "2018_04" / "class-descriptions-boxable.csv", data)
+    _open_images(root, folder, [path, root / "2018_04" / "train" / "train-annotations-bbox.csv"])
+
+
+@FUZZ
+@given(data=inputs(json.dumps({"000026e7ee790996": {"w": 200, "h": 100, "boxes": [
+    {"cls_id": 0, "x1": 0.1, "x2": 0.5, "y1": 0.2, "y2": 0.6}]}}).encode()))  # fmt: skip
+def test_open_images_annotation_cache(folder, data):
+    root = _oid(folder)
+    os.makedirs(folder / "cache", exist_ok=True)
+    path = _write(folder / "cache" / "train.json", data)
+    _open_images(root, folder, [path])

@@ -187,3 +187,23 @@ def test_guess_shapes_on_padded_inputs_divide_exactly():
     for shape in [(896, 1152), (128, 256), (1408, 768)]:
         for level, (h, w) in zip(range(3, 8), guess_shapes(shape, range(3, 8))):
             assert (h * 2**level, w * 2**level) == shape
+
+
+def test_layer_shapes_and_make_shapes_callback_read_the_model():
+    """fizyr's names: the real pyramid shapes of a model, where guess_shapes rounds up."""
+    from keras_retinanet import models
+    from keras_retinanet.utils.anchors import layer_shapes, make_shapes_callback
+
+    model = models.backbone("mobilenet128_0.25").retinanet(2, weights=None)
+    shapes = layer_shapes((100, 130, 3), model)
+    assert shapes[model.layers[0].name] == (None, 100, 130, 3)
+    assert [shapes[f"P{level}"] for level in range(3, 8)] == [
+        (None, 12, 16, 256), (None, 6, 8, 256), (None, 3, 4, 256), (None, 2, 2, 256), (None, 1, 1, 256),
+    ]  # fmt: skip
+    num_anchors = 9 * (12 * 16 + 6 * 8 + 3 * 4 + 2 * 2 + 1)
+    assert shapes["regression"] == (None, num_anchors, 4) and shapes["classification"] == (None, num_anchors, 2)
+    callback = make_shapes_callback(model)
+    assert [tuple(s) for s in callback((100, 130, 3), [3, 4, 5, 6, 7])] == [(12, 16), (6, 8), (3, 4), (2, 2), (1, 1)]
+    assert [tuple(s) for s in guess_shapes((100, 130), [3, 7])] == [(13, 17), (1, 2)]
+    anchors = anchors_for_shape((100, 130, 3), shapes_callback=callback)
+    assert anchors.shape == (num_anchors, 4)

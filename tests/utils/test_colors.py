@@ -26,3 +26,11 @@ def test_nearby_labels_get_distinct_colors():
 def test_negative_label_is_rejected():
     with pytest.raises(ValueError, match="label must be >= 0, got -1"):
         label_color(-1)
+
+
+def test_colors_list_is_what_label_color_returns():
+    from keras_retinanet.utils.colors import colors
+
+    assert len(colors) == 80
+    assert all(label_color(label) == tuple(colors[label]) for label in range(80))
+    assert label_color(80) not in colors[-3:]  # labels past the list keep getting colours (fizyr: green)

@@ -364,3 +364,11 @@ def test_a_generator_that_contradicts_the_model_spec_is_warned_about(fake_detect
     messages = [str(record.message) for record in records]
     assert any("the generator preprocesses images otherwise than mobilenet128_0.25 (tf mode)" in m for m in messages)
     assert any("the generator's class list [a, b] contradicts mobilenet128_0.25" in m for m in messages)
+
+
+def test_compute_ap_is_fizyrs_name_of_average_precision():
+    from keras_retinanet.utils.eval import _compute_ap, average_precision
+
+    assert _compute_ap is average_precision
+    # two detections, the first right: recall 0.5 -> 0.5, precision 1 -> 0.5 (VOC all-point)
+    assert _compute_ap(np.array([0.5, 0.5]), np.array([1.0, 0.5])) == 0.5

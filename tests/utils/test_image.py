@@ -76,8 +76,13 @@ def test_preprocess_modes():
     np.testing.assert_allclose(tf_mode, image / 127.5 - 1, atol=1e-6)
     assert tf_mode.min() >= -1 and tf_mode.max() <= 1
     np.testing.assert_array_equal(preprocess_image(image, mode="none"), image.astype(np.float32))
-    with pytest.raises(ValueError, match="unknown preprocessing mode 'torch'"):
-        preprocess_image(image, mode="torch")
+    # keras' 'torch' mode, on the channels as they come (BGR), as fizyr fed its SE backbones
+    torch_mode = preprocess_image(image, mode="torch")
+    expected = (image / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(torch_mode, expected, atol=1e-5)
+    assert torch_mode.dtype == np.float32
+    with pytest.raises(ValueError, match="unknown preprocessing mode 'pytorch'"):
+        preprocess_image(image, mode="pytorch")
 
 
 def test_visual_effect_components():

@@ -93,6 +93,10 @@ def _batch(size, batch_size, num_classes, num_anchors_total, positives=20):
     return images, {"regression": regression, "classification": classification}
 
 
+def _padded(size, multiple=128):
+    return (size + multiple - 1) // multiple * multiple
+
+
 def _parse(config):
     """BACKBONE:FEATURE_SIZE:HEAD_DEPTH[:gn] -> (backbone, feature size, depth, head norm)."""
     parts = config.split(":")
@@ -110,7 +114,8 @@ def measure(config, args):
         head_norm=norm,
     )
     compile_training_model(model, lr=1e-3)
-    images, targets = _batch(args.size, args.batch_size, args.classes, len(anchors_for_shape((args.size, args.size))))
+    side = _padded(args.size)  # the input the pipeline builds: padded to a multiple of the largest stride
+    images, targets = _batch(side, args.batch_size, args.classes, len(anchors_for_shape((side, side))))
     for _ in range(2):
         model.train_on_batch(images, targets)
     rates = []

@@ -84,7 +84,8 @@ def read_split(folder, split):
     paths = [generator.image_path(i) for i in range(generator.size())]
     annotations = []
     for i in range(generator.size()):
-        boxes, labels = generator.load_annotations(i)["bboxes"], generator.load_annotations(i)["labels"]
+        loaded = generator.load_annotations(i)
+        boxes, labels = loaded["bboxes"], loaded["labels"]
         annotations.append([boxes[labels == c] for c in range(generator.num_classes())])
     names = [generator.label_to_name(c) for c in range(generator.num_classes())]
     return paths, annotations, names

@@ -306,10 +306,16 @@ def anchor_coverage(generator, max_images=COVERAGE_SAMPLE, seed=0, anchor_params
     """
     checked, sample = _coverage_sample(generator, max_images, seed)
     params = anchor_params or generator.anchor_params or AnchorParameters.default
-    total, unmatched = _count_unmatched(generator, sample, params)
+    return _coverage(generator, checked, sample, params)
+
+
+def _coverage(generator, checked, sample, params, unmatched=None):
+    """``AnchorCoverage`` of a coverage sample (``unmatched``: the count if known already)."""
+    counted = _count_unmatched(generator, sample, params)[1] if unmatched is None else unmatched
+    total = sum(len(b) for _, _, b in sample)
     sides = np.concatenate([np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) for _, _, b in sample]) if sample else None
     return AnchorCoverage(
-        checked, total, unmatched, None if sides is None else (float(sides.min()), float(sides.max())), _anchor_sides(params)
+        checked, total, counted, None if sides is None else (float(sides.min()), float(sides.max())), _anchor_sides(params)
     )
 
 
@@ -347,15 +353,12 @@ def fit_anchors(generator, max_images=FIT_SAMPLE, seed=0, factors=FIT_FACTORS):
     def scaled(factor):
         return AnchorParameters([size * factor for size in base.sizes], base.strides, base.ratios, base.scales)
 
-    results = []
-    for factor in sorted(set(factors) | {1.0}):
-        _, unmatched = _count_unmatched(generator, sample, scaled(factor))
-        results.append((unmatched, abs(np.log(factor)), factor))
-    factor = min(results)[2]
+    unmatched = {factor: _count_unmatched(generator, sample, scaled(factor))[1] for factor in sorted(set(factors) | {1.0})}
+    factor = min(unmatched, key=lambda f: (unmatched[f], abs(np.log(f))))
     params = scaled(factor)
     return AnchorFit(
         params,
         factor,
-        anchor_coverage(generator, max_images, seed, base),
-        anchor_coverage(generator, max_images, seed, params),
+        _coverage(generator, checked, sample, base, unmatched[1.0]),
+        _coverage(generator, checked, sample, params, unmatched[factor]),
     )

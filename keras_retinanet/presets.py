@@ -24,15 +24,21 @@ PRESETS = {
 }
 
 
-def preset_defaults(name):
-    """{argparse dest: value} of preset ``name``.
+# what shapes a new model (its layers, anchors, losses): a --snapshot keeps its own, so resuming
+# with a preset leaves these out
+NEW_MODEL_ONLY = ("imagenet_weights", "backbone", "feature_size", "head_depth", "head_norm", "fit_anchors", "box_loss")
+
+
+def preset_defaults(name, resuming=False):
+    """{argparse dest: value} of preset ``name`` (without ``NEW_MODEL_ONLY`` when ``resuming``).
 
     Raises:
         ValueError: unknown preset.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-    return dict(PRESETS[name]["flags"])
+    flags = dict(PRESETS[name]["flags"])
+    return {key: value for key, value in flags.items() if not (resuming and key in NEW_MODEL_ONLY)}
 
 
 def describe(name):

@@ -222,9 +222,10 @@ def parse_args(args):
     parser.add_argument("--seed", type=int, help="seed Python, NumPy and TensorFlow for a repeatable run")
     preset = argparse.ArgumentParser(add_help=False)
     preset.add_argument("--preset", choices=sorted(PRESETS))
+    preset.add_argument("--snapshot")
     known, _ = preset.parse_known_args(args)
     if known.preset:
-        parser.set_defaults(**preset_defaults(known.preset))
+        parser.set_defaults(**preset_defaults(known.preset, resuming=bool(known.snapshot)))
     return check_args(parser, parser.parse_args(args))
 
 

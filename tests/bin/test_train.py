@@ -193,6 +193,10 @@ def test_a_preset_sets_defaults_that_flags_override():
     assert preset.imagenet_weights is False and preset.fit_anchors is True and preset.head_norm == "group"
     given = train.parse_args(["--preset", "scratch", "--lr", "0.02", "--no-fit-anchors", "--head-norm", "none", "csv", "a", "b"])
     assert (given.lr, given.fit_anchors, given.head_norm, given.box_loss) == (0.02, False, "none", "giou")
+    # resuming with the preset: the snapshot keeps its architecture and anchors, the rest applies
+    resumed = train.parse_args(["--preset", "scratch", "--snapshot", "s.keras", "csv", "a", "b"])
+    assert (resumed.backbone, resumed.feature_size, resumed.fit_anchors) == (None, None, False)
+    assert (resumed.lr, resumed.lr_schedule, resumed.optimizer_clipnorm) == (1e-3, "cosine", 10.0)
     plain = train.parse_args(["csv", "a", "b"])
     assert (plain.lr, plain.fit_anchors, plain.head_norm, plain.box_loss, plain.optimizer) == (
         1e-5, False, None, "smooth_l1", "adam"

@@ -1,7 +1,7 @@
 """From scratch for the same wall minutes: ours against torchvision's RetinaNet, AP50 side by side.
 
 Trains on one CSV dataset (a folder with train.csv, val.csv and classes.csv, or hard
-synthetic scenes made here with ``--scenes clutter|crowns``, see
+synthetic scenes made here with ``--scenes clutter|crowns|canopy|shapes``, see
 ``keras_retinanet.utils.scenes``) for ``--minutes`` of training each:
 
 - ours: ``retinanet-train --no-weights --time-limit MINUTES`` with each ``--variant``'s flags
@@ -12,7 +12,8 @@ synthetic scenes made here with ``--scenes clutter|crowns``, see
 
 Both are then scored by the same code on the held-out split: VOC AP50 (this package's
 ``utils.eval``, mean over classes) and COCO AP / AP50 (pycocotools). Printed: a Markdown
-table with images seen, training seconds, AP50, COCO AP, and each side's AP50 over
+table with images seen, training seconds, the kernel's share of the training process's
+CPU time (system / (user + system)), AP50, COCO AP, and each side's AP50 over
 torchvision's. Nothing else may run on the machine meanwhile (the budget is wall time).
 
     python bench/train_budget.py --scenes crowns --minutes 20
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -47,9 +49,9 @@ def parse_args(args):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="folder with train.csv, val.csv, classes.csv")
-    source.add_argument("--scenes", choices=("clutter", "crowns"), help="make hard synthetic scenes of this kind")
-    parser.add_argument("--train-images", type=int, default=None, help="scenes: training images (clutter 400, crowns 60)")
-    parser.add_argument("--val-images", type=int, default=None, help="scenes: held-out images (clutter 100, crowns 20)")
+    source.add_argument("--scenes", choices=("clutter", "crowns", "canopy", "shapes"), help="make hard synthetic scenes of this kind")
+    parser.add_argument("--train-images", type=int, default=None, help="scenes: training images (clutter 400, crowns 60, canopy 42, shapes 200)")
+    parser.add_argument("--val-images", type=int, default=None, help="scenes: held-out images (clutter 100, crowns 20, canopy 14, shapes 50)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training minutes for each side")
     parser.add_argument(
         "--variant",
@@ -67,7 +69,7 @@ def parse_args(args):
 def make_scenes(kind, folder, train_images, val_images, seed):
     from keras_retinanet.utils import scenes
 
-    counts = {"clutter": (400, 100), "crowns": (60, 20)}[kind]
+    counts = {"clutter": (400, 100), "crowns": (60, 20), "canopy": (42, 14), "shapes": (200, 50)}[kind]
     splits = {"train": train_images or counts[0], "val": val_images or counts[1]}
     if not os.path.exists(os.path.join(folder, "val.csv")):
         scenes.make_dataset(folder, kind, splits, seed=seed)
@@ -114,8 +116,18 @@ def per_label(rows, num_classes):
     return [rows[rows[:, 5] == c, :5] for c in range(num_classes)]
 
 
+def run_logged(command, log_path, check=False):
+    """Run ``command`` with its output in ``log_path``; (exit status, kernel share of its CPU time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log_path, "w") as log:
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=check)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return completed.returncode, system / max(user + system, 1e-9)
+
+
 def train_ours(name, flags, folder, workdir, minutes, seed, side, train_count):
-    """Run retinanet-train for the budget; returns (snapshot path, images seen, seconds, log)."""
+    """Run retinanet-train for the budget; returns (snapshot, images seen, seconds, kernel share, log)."""
     snapshots = os.path.join(workdir, f"ours_{name}")
     flags = shlex.split(flags)
     batch = int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else None
@@ -133,16 +145,15 @@ def train_ours(name, flags, folder, workdir, minutes, seed, side, train_count):
     ]  # fmt: skip
     log_path = os.path.join(workdir, f"ours_{name}.log")
     print(f"[{name}] {shlex.join(command[1:])}", flush=True)
-    with open(log_path, "w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    returncode, kernel = run_logged(command, log_path)
     text = open(log_path).read()
-    if completed.returncode != 0:
-        raise SystemExit(f"[{name}] retinanet-train failed (exit {completed.returncode}), see {log_path}:\n{text[-2000:]}")
+    if returncode != 0:
+        raise SystemExit(f"[{name}] retinanet-train failed (exit {returncode}), see {log_path}:\n{text[-2000:]}")
     epochs = EPOCH_LINE.findall(text)
     seconds = sum(float(s) for _, _, s in epochs)
     seen = sum(float(rate) * float(s) for _, rate, s in epochs)
     snapshot = max(glob.glob(os.path.join(snapshots, "*_[0-9][0-9]*.keras")), key=os.path.getmtime)
-    return snapshot, int(round(seen)), seconds, log_path
+    return snapshot, int(round(seen)), seconds, kernel, log_path
 
 
 def detect_ours(snapshot, paths, num_classes):
@@ -158,6 +169,7 @@ def detect_ours(snapshot, paths, num_classes):
 
 def run_peer(args, folder, workdir, paths, num_classes):
     output = args.peer_json or os.path.join(workdir, "torchvision.json")
+    kernel = None
     if not args.peer_json:
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "torchvision_train.py")
         command = [
@@ -165,12 +177,11 @@ def run_peer(args, folder, workdir, paths, num_classes):
             os.path.join(folder, "val.csv"), output, "--minutes", str(args.minutes), "--seed", str(args.seed),
         ]  # fmt: skip
         print(f"[torchvision] {shlex.join(command)}", flush=True)
-        with open(os.path.join(workdir, "torchvision.log"), "w") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        _, kernel = run_logged(command, os.path.join(workdir, "torchvision.log"), check=True)
     with open(output) as f:
         result = json.load(f)
     detections = [per_label(result["detections"].get(path, []), num_classes) for path in paths]
-    return detections, result["images_seen"], result["train_seconds"]
+    return detections, result["images_seen"], result["train_seconds"], kernel
 
 
 def main(args=None):
@@ -189,24 +200,25 @@ def main(args=None):
     if not args.no_peer:
         probe = subprocess.run([args.torch_python, "-c", "import torch, torchvision"], capture_output=True)
         if args.peer_json or probe.returncode == 0:
-            detections, seen, seconds = run_peer(args, folder, workdir, paths, num_classes)
-            rows.append(("torchvision retinanet_resnet50_fpn", seen, seconds, *score(detections, annotations, num_classes)))
+            detections, seen, seconds, kernel = run_peer(args, folder, workdir, paths, num_classes)
+            rows.append(("torchvision retinanet_resnet50_fpn", seen, seconds, kernel, *score(detections, annotations, num_classes)))
         else:
             print(f"torchvision: not available ({args.torch_python} cannot import torch, torchvision)")
     for variant in args.variant or DEFAULT_VARIANTS:
         name, _, flags = variant.partition("=")
-        snapshot, seen, seconds, _ = train_ours(name, flags, folder, workdir, args.minutes, args.seed, side, len(train_paths))
+        snapshot, seen, seconds, kernel, _ = train_ours(name, flags, folder, workdir, args.minutes, args.seed, side, len(train_paths))
         detections = detect_ours(snapshot, paths, num_classes)
-        rows.append((f"ours {name}", seen, seconds, *score(detections, annotations, num_classes)))
-        print(f"[{name}] {os.path.basename(snapshot)}: AP50 {rows[-1][3]:.3f}", flush=True)
+        rows.append((f"ours {name}", seen, seconds, kernel, *score(detections, annotations, num_classes)))
+        print(f"[{name}] {os.path.basename(snapshot)}: AP50 {rows[-1][4]:.3f}", flush=True)
 
-    peer = rows[0][3] if rows and rows[0][0].startswith("torchvision") else None
+    peer = rows[0][4] if rows and rows[0][0].startswith("torchvision") else None
     print()
-    print("| model | images seen | training s | AP50 (VOC) | COCO AP | COCO AP50 | AP50 / torchvision |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, seen, seconds, ap50, coco_ap, coco_ap50 in rows:
+    print("| model | images seen | training s | kernel CPU | AP50 (VOC) | COCO AP | COCO AP50 | AP50 / torchvision |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, seen, seconds, kernel, ap50, coco_ap, coco_ap50 in rows:
         ratio = f"{ap50 / peer:.2f}x" if peer else "-"
-        print(f"| {name} | {seen} | {seconds:.0f} | {ap50:.3f} | {coco_ap:.3f} | {coco_ap50:.3f} | {ratio} |")
+        share = "-" if kernel is None else f"{100 * kernel:.0f}%"
+        print(f"| {name} | {seen} | {seconds:.0f} | {share} | {ap50:.3f} | {coco_ap:.3f} | {coco_ap50:.3f} | {ratio} |")
     print(f"\nworkdir: {workdir}")
     return 0
 

@@ -11,7 +11,7 @@ PRESETS = {
             "imagenet_weights": False,
             "backbone": "mobilenet224_1.0",
             "feature_size": 64,
-            "batch_size": 8,
+            "batch_size": 1,
             "lr": 1e-3,
             "warmup_steps": 64,
             "lr_schedule": "cosine",

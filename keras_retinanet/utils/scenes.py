@@ -13,7 +13,7 @@ tiles have and the flat shapes lack:
 - occlusion (an object may cover part of an earlier one; its box is still the full extent),
   camera blur and sensor noise.
 
-Two kinds, so a recipe is not tuned to one:
+Four kinds, so a recipe is not tuned to one:
 
 ``clutter``
     five shape classes (ellipse, rectangle, triangle, cross, ring) scattered over
@@ -22,6 +22,15 @@ Two kinds, so a recipe is not tuned to one:
     one class, tree crowns seen from above: irregular round textured blobs with
     shadows, densely packed and touching, on textured ground with paths and small bushes
     (not annotated), 14-76 px on 400 px tiles by default -- like aerial tree-crown data.
+``canopy``
+    harder tree crowns: dense canopy where crowns touch and overlap, at low contrast with
+    the vegetation around them, among many unannotated bushes of the same look; 16-76 px
+    on 400 px tiles. Each tile comes from a *site* (its greens, ground, light direction,
+    crown density); ``make_dataset`` draws each split from sites of its own, so the
+    held-out split is other sites, as in real aerial data.
+``shapes``
+    three classes (ellipse, rectangle, triangle) of saturated colours over strong
+    textured noise, 20-100 px on 256 px images: large, contrasted objects.
 
 Boxes are absolute pixel corners ``x1, y1, x2, y2`` (x2, y2 exclusive), the full extent of
 the object's drawn pixels (alpha > 0.5). The files are those of ``utils.synthetic``
@@ -43,11 +52,16 @@ from .synthetic import write_classes, write_images
 
 CLUTTER_CLASSES = ("ellipse", "rectangle", "triangle", "cross", "ring")
 CROWN_CLASSES = ("tree",)
+SHAPE_CLASSES = ("ellipse", "rectangle", "triangle")
 KINDS = {
     # classes, default image side, box side range, objects per image
     "clutter": {"classes": CLUTTER_CLASSES, "size": 320, "box": (16, 96), "objects": (4, 14)},
     "crowns": {"classes": CROWN_CLASSES, "size": 400, "box": (14, 76), "objects": (10, 30)},
+    "canopy": {"classes": CROWN_CLASSES, "size": 400, "box": (16, 76), "objects": (25, 50)},
+    "shapes": {"classes": SHAPE_CLASSES, "size": 256, "box": (20, 100), "objects": (2, 6)},
 }
+TREE_KINDS = ("crowns", "canopy")
+SITES_PER_SPLIT = 3  # canopy: split i is drawn from sites 3i .. 3i + 2
 _SUPERSAMPLE = 4  # masks are drawn at 4x and averaged down: anti-aliased edges
 _PLACEMENT_TRIES = 30
 
@@ -74,8 +88,26 @@ def _log_uniform(rng, low, high):
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _palette(rng, kind):
+def _site(kind, site):
+    """A canopy site's look: {tint (BGR gain), light (unit vector), density, contrast range}."""
+    rng = np.random.default_rng(10_000 + (site or 0))
+    return {
+        "tint": np.array([rng.uniform(0.8, 1.1), rng.uniform(0.9, 1.15), rng.uniform(0.75, 1.25)], np.float32),
+        "light": (lambda a: np.array([np.cos(a), np.sin(a)]))(rng.uniform(0, 2 * np.pi)),
+        "density": rng.uniform(0.7, 1.0),
+        "contrast": (rng.uniform(8, 14), rng.uniform(30, 45)),
+    }
+
+
+def _palette(rng, kind, site=None):
     """Colours (BGR floats) shared by objects and clutter."""
+    if kind == "canopy":
+        hues = rng.uniform(0, 1, (8, 1))
+        dark = np.array([35, 65, 40], np.float32)
+        light = np.array([80, 125, 100], np.float32)
+        return (dark + hues * (light - dark) + rng.normal(0, 6, (8, 3))) * _site(kind, site)["tint"]
+    if kind == "shapes":
+        return rng.uniform(0, 255, (8, 3)).astype(np.float32)
     if kind == "crowns":
         # greens and olive browns, from dark canopy to light ground
         hues = rng.uniform(0, 1, (8, 1))
@@ -134,13 +166,16 @@ def _paste(image, mask, x1, y1, colour, rng, texture=0.25, shading=0.3):
 def _background(rng, kind, height, width, palette):
     base = palette[rng.integers(len(palette))]
     # mostly brightness, a little colour: the channels of natural images are strongly correlated
-    chroma = 0.2 if kind == "crowns" else 0.35
+    chroma = 0.2 if kind in TREE_KINDS else 0.35
     texture = pink_noise(rng, height, width, 1) + chroma * pink_noise(rng, height, width, 3)
-    image = base[None, None, :] + rng.uniform(18, 40) * texture
+    amplitude = rng.uniform(35, 60) if kind == "shapes" else rng.uniform(18, 40)
+    if kind == "shapes":  # noise with fine grain as well as large blotches
+        texture = texture + 0.6 * rng.normal(size=(height, width, 1))
+    image = base[None, None, :] + amplitude * texture
     gradient = np.linspace(-1, 1, width)[None, :, None] * rng.uniform(-25, 25)
     image = image + gradient + np.linspace(-1, 1, height)[:, None, None] * rng.uniform(-25, 25)
     image = np.ascontiguousarray(image, np.float32)
-    if kind == "crowns":
+    if kind in TREE_KINDS:
         for _ in range(int(rng.integers(0, 3))):  # paths across the tile
             points = rng.uniform(0, 1, (2, 2)) * (width, height)
             colour = tuple(float(v) for v in palette[rng.integers(len(palette))] + 40)
@@ -154,8 +189,8 @@ def _clutter(rng, kind, image, palette, count, box_range):
     height, width = image.shape[:2]
     for _ in range(count):
         colour = palette[rng.integers(len(palette))]
-        if rng.random() < 0.5:
-            side_range = (4, 10) if kind == "crowns" else (box_range[0] / 2, box_range[1])
+        if rng.random() < (0.9 if kind == "canopy" else 0.5):  # canopy: mostly bushes, few strokes
+            side_range = {"crowns": (4, 10), "canopy": (5, 14)}.get(kind, (box_range[0] / 2, box_range[1]))
             sx = max(3, int(_log_uniform(rng, *side_range)))
             sy = max(3, int(sx * rng.uniform(0.5, 2.0)))
             if sx >= width or sy >= height:
@@ -179,16 +214,17 @@ def _too_covered(box, boxes, limit):
     return bool(np.any(iw * ih > limit * np.minimum(areas, own)))
 
 
-def make_scene(rng, kind="clutter", height=None, width=None, min_box=None, max_box=None, num_objects=None):
+def make_scene(rng, kind="clutter", height=None, width=None, min_box=None, max_box=None, num_objects=None, site=None):
     """One hard scene and its boxes.
 
     Args:
         rng: ``numpy.random.Generator``.
-        kind: ``"clutter"`` or ``"crowns"`` (see the module docstring).
+        kind: one of ``KINDS`` (see the module docstring).
         height, width: image size (default: the kind's).
         min_box, max_box: box side range in pixels (default: the kind's); sides are
             log-uniform in it, so most objects are small.
         num_objects: objects to try to place (default: uniform in the kind's range).
+        site: canopy only, the site the tile comes from (an int; default 0).
 
     Returns:
         image: (height, width, 3) uint8 BGR.
@@ -203,18 +239,22 @@ def make_scene(rng, kind="clutter", height=None, width=None, min_box=None, max_b
     min_box, max_box = min_box or low, min(max_box or high, height - 2, width - 2)
     if num_objects is None:
         num_objects = int(rng.integers(settings["objects"][0], settings["objects"][1] + 1))
-    palette = _palette(rng, kind)
+    looks = _site(kind, site) if kind == "canopy" else None
+    if looks is not None:
+        num_objects = int(round(num_objects * looks["density"]))
+    palette = _palette(rng, kind, site)
     image = _background(rng, kind, height, width, palette)
-    _clutter(rng, kind, image, palette, int(rng.integers(4, 12)), (min_box, max_box))
+    clutter = {"canopy": (30, 70), "shapes": (0, 1)}.get(kind, (4, 12))
+    _clutter(rng, kind, image, palette, int(rng.integers(*clutter)), (min_box, max_box))
 
     boxes, labels = [], []
-    # crowns touch and overlap a little; clutter objects may hide up to half of another
-    cover_limit = 0.2 if kind == "crowns" else 0.5
+    # crowns touch and overlap a little (canopy more); other objects may hide up to half of another
+    cover_limit = {"crowns": 0.2, "canopy": 0.35}.get(kind, 0.5)
     for _ in range(num_objects):
         label = int(rng.integers(len(classes)))
         for _ in range(_PLACEMENT_TRIES):
             sx = int(round(_log_uniform(rng, min_box, max_box + 1)))
-            aspect = rng.uniform(0.8, 1.25) if kind == "crowns" else np.exp(rng.uniform(-0.6, 0.6))
+            aspect = rng.uniform(0.8, 1.25) if kind in TREE_KINDS else np.exp(rng.uniform(-0.6, 0.6))
             sy = int(np.clip(round(sx * aspect), min_box, max_box))
             if sx > width - 2 or sy > height - 2:
                 continue
@@ -224,14 +264,15 @@ def make_scene(rng, kind="clutter", height=None, width=None, min_box=None, max_b
         else:
             continue
         mask = _mask(classes[label], sx, sy, rng)
-        if kind == "crowns":  # a shadow to one side, under the crown
-            shift = max(1, sx // 6)
-            xs, ys = min(x1 + shift, width - sx), min(y1 + shift, height - sy)
+        if kind in TREE_KINDS:  # a shadow to one side, under the crown
+            direction = looks["light"] if looks is not None else np.array([1.0, 1.0])
+            shift = np.round(direction * max(1, sx // 6)).astype(int)
+            xs, ys = int(np.clip(x1 + shift[0], 0, width - sx)), int(np.clip(y1 + shift[1], 0, height - sy))
             region = image[ys : ys + sy, xs : xs + sx]
-            region *= 1 - 0.45 * mask[:, :, None]
+            region *= 1 - (0.3 if kind == "canopy" else 0.45) * mask[:, :, None]
         background = image[y1 : y1 + sy, x1 : x1 + sx].reshape(-1, 3).mean(0)
-        colour = _object_colour(rng, palette, background, kind)
-        _paste(image, mask, x1, y1, colour, rng, texture=0.35 if kind == "crowns" else 0.2)
+        colour = _object_colour(rng, palette, background, kind, looks)
+        _paste(image, mask, x1, y1, colour, rng, texture=0.35 if kind in TREE_KINDS else 0.2)
         rows, cols = np.nonzero(mask > 0.5)
         if len(rows) == 0:
             continue
@@ -248,17 +289,17 @@ def make_scene(rng, kind="clutter", height=None, width=None, min_box=None, max_b
     )
 
 
-def _object_colour(rng, palette, background, kind):
+def _object_colour(rng, palette, background, kind, looks=None):
     """A palette colour at a low to moderate contrast with the local background."""
-    contrast = rng.uniform(25, 90)
-    if kind == "crowns":  # canopies: greens, mostly darker than the ground
+    contrast = rng.uniform(*(looks["contrast"] if looks else (60, 150) if kind == "shapes" else (25, 90)))
+    if kind in TREE_KINDS:  # canopies: greens, mostly darker than the ground
         palette = palette * np.array([0.7, 0.9, 0.6], np.float32)
     for _ in range(20):
         colour = palette[rng.integers(len(palette))] + rng.normal(0, 12, 3)
         if np.linalg.norm(colour - background) >= contrast:
             return colour.astype(np.float32)
     direction = rng.normal(0, 1, 3)
-    if kind == "crowns":
+    if kind in TREE_KINDS:
         direction = -np.abs(direction)  # canopies darker than the ground
     return (background + contrast * direction / np.linalg.norm(direction)).astype(np.float32)
 
@@ -268,9 +309,11 @@ def make_dataset(out_dir, kind="clutter", splits=None, seed=0, image_size=None, 
 
     Args:
         out_dir: dataset folder.
-        kind: ``"clutter"`` or ``"crowns"``.
+        kind: one of ``KINDS``.
         splits: {split name: number of images}, default {"train": 64, "val": 16}.
         seed: base seed; split ``i`` uses ``seed + 1000 * i``: splits never share images.
+            Canopy tiles of split ``i`` come from sites ``3i .. 3i + 2`` (in turn): the
+            held-out splits are other sites than the training split.
         image_size: side of the square images (default: the kind's).
         **kwargs: passed to ``make_scene`` (min_box, max_box, num_objects).
 
@@ -285,7 +328,10 @@ def make_dataset(out_dir, kind="clutter", splits=None, seed=0, image_size=None, 
     result = {"classes": write_classes(os.path.join(out_dir, "classes.csv"), classes)}
     for i, (split, count) in enumerate(splits.items()):
         rng = np.random.default_rng(seed + 1000 * i)
-        samples = (make_scene(rng, kind, image_size, image_size, **kwargs) for _ in range(count))
+        sites = [None] * count
+        if kind == "canopy":
+            sites = [SITES_PER_SPLIT * i + n % SITES_PER_SPLIT for n in range(count)]
+        samples = (make_scene(rng, kind, image_size, image_size, site=site, **kwargs) for site in sites)
         result[split], _ = write_images(out_dir, split, samples, classes)
     return result
 
@@ -296,7 +342,7 @@ def parse_args(args):
     parser.add_argument("--kind", choices=sorted(KINDS), default="clutter")
     parser.add_argument("--train", type=int, default=64, help="number of training images")
     parser.add_argument("--val", type=int, default=16, help="number of validation images (0: none)")
-    parser.add_argument("--size", type=int, default=None, help="image side (default: 320 clutter, 400 crowns)")
+    parser.add_argument("--size", type=int, default=None, help="image side (default: 320 clutter, 400 crowns and canopy, 256 shapes)")
     parser.add_argument("--min-box", type=int, default=None, help="smallest box side in pixels")
     parser.add_argument("--max-box", type=int, default=None, help="largest box side in pixels")
     parser.add_argument("--seed", type=int, default=0)

@@ -214,6 +214,20 @@ def main(argv=None):
 
         steps = {}
         plain(steps)
+        busy = []  # seconds of each model call in one more run of the tool
+        run_batch = detector.runner.run
+
+        def timed_run(*batch):
+            start = time.perf_counter()
+            outputs = run_batch(*batch)
+            busy.append(time.perf_counter() - start)
+            return outputs
+
+        detector.runner.run = timed_run
+        start = time.perf_counter()
+        tool()
+        tool_seconds = time.perf_counter() - start
+        detector.runner.run = run_batch
         prepared = [detector.runner.prepare(cv2.imread(p))[0] for p in paths[: args.batch_size]]
         same = all(p.shape == prepared[0].shape for p in prepared)
         model_batch = None
@@ -239,6 +253,9 @@ def main(argv=None):
             print(f"  {name:40s} {steps[name] / len(paths) * 1000:8.1f}  ({steps[name] / total:5.1%})")
         if model_batch is not None:
             print(f"  model alone at batch {len(prepared)}: {model_batch * 1000:.1f} ms per image")
+        print(f"retinanet-predict: {tool_seconds / len(paths) * 1000:.1f} ms per image, of which the model thread "
+              f"was busy {sum(busy) / tool_seconds:.0%} ({len(busy)} calls, {sum(busy) / len(paths) * 1000:.1f} ms "
+              "per image)")  # fmt: skip
         print(f"load average: {load_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
               f"({os.cpu_count()} cores)")  # fmt: skip
     finally:

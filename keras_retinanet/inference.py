@@ -26,11 +26,13 @@ never changes a detection. ``Detector.predict_iter(items, workers=N)`` is the sa
 small pipeline: N threads read, decode, preprocess and resize the next images (the runner's
 ``prepare``), the model runs in a thread of its own on batches of images of one resized
 size, and the caller gets the detections in input order; the results are those of
-``workers=0``, where every step runs in the caller's thread. Box conventions: a detection box is what the model returns, in
-the original image's pixels. ``Detector(clip_boxes=True)`` (the default, what
-``retinanet-predict`` writes) clips every box to its image, as torchvision does; evaluation
-does not, as fizyr's evaluate and the Pascal VOC devkit do not. (A runner handed images of
-several sizes pads them, and clips the boxes of a padded image to that image.)
+``workers=0``, where every step runs in the caller's thread.
+
+Box conventions: a detection box is what the model returns, in the original image's
+pixels. ``Detector(clip_boxes=True)`` (the default, what ``retinanet-predict`` writes) clips
+every box to its image, as torchvision does; evaluation does not, as fizyr's evaluate and
+the Pascal VOC devkit do not. (A runner handed images of several sizes pads them, and clips
+the boxes of a padded image to that image.)
 """
 import dataclasses
 import functools
@@ -631,7 +633,7 @@ class Detector:
         """
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        yield from self._stream(items, int(workers), on_error)
+        return self._stream(items, int(workers), on_error)
 
     def predict_tiled(
         self, image, tile_size, overlap=DEFAULT_TILE_OVERLAP, nms_threshold=DEFAULT_MERGE_NMS_THRESHOLD, workers=0

@@ -210,3 +210,23 @@ def test_bad_pipeline_flags_are_usage_errors(data, tmp_path, capsys):
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore:\\s*Warning. tf.lite.Interpreter is deprecated:UserWarning")
+@pytest.mark.parametrize("name, extra", [("model.tflite", ["--input-size", "128", "128"]), ("saved_model", [])])
+def test_exported_models_run_through_the_pipeline(data, tmp_path, name, extra):
+    """TFLite (fixed input, one image per call) and SavedModel (batches of one original size)."""
+    from keras_retinanet.bin import convert_model
+
+    model = tmp_path / name
+    assert convert_model.main([data["snapshot"], str(model), "--backbone", BACKBONE, "-q",
+                               "--image-min-side", str(MIN_SIDE), "--image-max-side", str(MAX_SIDE), *extra]) == 0  # fmt: skip
+    outputs = []
+    for flags in (["--workers", "0", "--batch-size", "1"], ["--workers", "2", "--batch-size", "3"]):
+        out = tmp_path / f"out{len(outputs)}"
+        args = [str(model), data["images"], "--classes", data["classes"], "--score-threshold", str(SCORE_THRESHOLD),
+                "--output-dir", str(out), "--no-images", *flags]  # fmt: skip
+        assert predict.main(args) == 0
+        outputs.append([(out / file).read_text() for file in ("detections.csv", "detections.json", "images.json")])
+    assert outputs[1] == outputs[0]
+    assert len(outputs[0][0].splitlines()) > 5  # detections in the 5 images

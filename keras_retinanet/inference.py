@@ -22,11 +22,17 @@ a batch -> the inference model -> boxes divided by the resize scale. Exported gr
 the same inside (``export.detection_graph``).
 
 Batches hold images of one size (after resizing, a batch needs no padding), so batching
-never changes a detection. Box conventions: a detection box is what the model returns, in
-the original image's pixels. ``Detector(clip_boxes=True)`` (the default, what
-``retinanet-predict`` writes) clips every box to its image, as torchvision does; evaluation
-does not, as fizyr's evaluate and the Pascal VOC devkit do not. (A runner handed images of
-several sizes pads them, and clips the boxes of a padded image to that image.)
+never changes a detection. ``Detector.predict_iter(items, workers=N)`` is the same path as a
+small pipeline: N threads read, decode, preprocess and resize the next images (the runner's
+``prepare``), the model runs in a thread of its own on batches of images of one resized
+size, and the caller gets the detections in input order; the results are those of
+``workers=0``, where every step runs in the caller's thread.
+
+Box conventions: a detection box is what the model returns, in the original image's
+pixels. ``Detector(clip_boxes=True)`` (the default, what ``retinanet-predict`` writes) clips
+every box to its image, as torchvision does; evaluation does not, as fizyr's evaluate and
+the Pascal VOC devkit do not. (A runner handed images of several sizes pads them, and clips
+the boxes of a padded image to that image.)
 """
 import dataclasses
 import functools
@@ -42,12 +48,14 @@ from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # 
 from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, model_file_format
 from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
 from .utils.config import anchor_settings as _config_anchor_settings
-from .utils.image import preprocess_image, read_image_bgr, resize_image
+from .utils.image import compute_resize_scale, preprocess_image, read_image_bgr, resize_image
+from .utils.prefetch import ordered_map
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
 PADDING_VALUE = constants.PADDING_VALUE
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_MERGE_NMS_THRESHOLD = 0.5
+MODEL_THREADS = 1  # model calls at once in Detector.predict_iter (runners with concurrent_calls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +85,16 @@ class Detections:
 # ------------------------------------------------------------------------------- runners
 # A runner maps a batch of original images (B, H, W, 3) uint8 BGR to padded detections:
 # boxes (B, D, 4) in those images' pixels, scores (B, D), labels (B, D). ``mixed_sizes``:
-# whether the images of one call may differ in size; ``max_batch_size``: None or a limit.
+# whether the images of one call may differ in size; ``max_batch_size``: None or a limit;
+# ``concurrent_calls``: whether two threads may run it at once.
+#
+# It does so in two steps, so that ``Detector.predict_iter`` can prepare the next images in
+# other threads while the model runs, and batch images whose *prepared* inputs have one size:
+#   prepare(image) -> (input array, context): the per-image work before the model (the
+#       preprocessing and resizing of a Keras model; thread safe);
+#   run(inputs, contexts) -> (boxes, scores, labels) in the original pixels;
+# and ``runner(images)`` is ``run`` of the prepared images. A runner with only ``__call__``
+# (any callable of that contract) is run as is, with nothing prepared ahead.
 
 
 def _model_outputs(outputs):
@@ -99,6 +116,8 @@ def _model_outputs(outputs):
 
 def pad_batch(images):
     """Stack (H_i, W_i, C) images into (B, max H, max W, C) float32, zero padded bottom-right."""
+    if all(image.shape == images[0].shape for image in images):  # one copy, no padding
+        return np.stack([np.asarray(image, dtype=np.float32) for image in images])
     height = max(image.shape[0] for image in images)
     width = max(image.shape[1] for image in images)
     batch = np.zeros((len(images), height, width, images[0].shape[2]), dtype=np.float32)
@@ -124,6 +143,7 @@ class KerasRunner:
     # a padded batch would not give what one image at a time gives: ``Detector`` hands this
     # runner images of one size only (any that differ are still padded and clipped safely).
     mixed_sizes = False
+    concurrent_calls = True
 
     def __init__(
         self,
@@ -147,14 +167,17 @@ class KerasRunner:
             return self._resize(image)
         if self.no_resize:
             return image, 1.0
+        if compute_resize_scale(image.shape, self.image_min_side, self.image_max_side) == 1.0:
+            return image, 1.0  # what cv2.resize would return, bit for bit, without the copy
         return resize_image(image, min_side=self.image_min_side, max_side=self.image_max_side)
 
-    def __call__(self, images):
-        inputs, scales = [], []
-        for image in images:
-            resized, scale = self.resize(self.preprocess_image(image))
-            inputs.append(resized)
-            scales.append(float(scale))
+    def prepare(self, image):
+        """(preprocessed, resized float32 image, resize scale) of one (H, W, 3) uint8 BGR image."""
+        resized, scale = self.resize(self.preprocess_image(image))
+        return resized, float(scale)
+
+    def run(self, inputs, scales):
+        """Detections of prepared images (``prepare``), boxes divided by their scales."""
         batch = pad_batch(inputs)
         boxes, scores, labels = _model_outputs(self.model.predict_on_batch(batch))
         boxes = np.array(boxes, dtype=np.float32)
@@ -166,12 +189,17 @@ class KerasRunner:
             boxes[index][valid] /= scales[index]
         return boxes, scores, labels
 
+    def __call__(self, images):
+        inputs, scales = zip(*(self.prepare(image) for image in images))
+        return self.run(list(inputs), list(scales))
+
 
 class SavedModelRunner:
     """SavedModel written by ``export.export_saved_model`` (any size, any batch)."""
 
     max_batch_size = None
     mixed_sizes = False
+    concurrent_calls = True
 
     def __init__(self, path):
         import tensorflow as tf
@@ -189,9 +217,16 @@ class SavedModelRunner:
         self._loaded = loaded  # keeps the variables alive
         self.signature = loaded.signatures[SERVING_SIGNATURES["uint8"]]
 
-    def __call__(self, images):
-        outputs = self.signature(**{INPUT_NAME: self._tf.constant(np.stack(images))})
+    def prepare(self, image):
+        """The image itself: the graph preprocesses and resizes inside."""
+        return image, None
+
+    def run(self, inputs, contexts=None):
+        outputs = self.signature(**{INPUT_NAME: self._tf.constant(np.stack(inputs))})
         return tuple(outputs[name].numpy() for name in OUTPUT_NAMES)
+
+    def __call__(self, images):
+        return self.run(images)
 
 
 def _tflite_interpreter(path, num_threads=None):
@@ -219,6 +254,7 @@ class TFLiteRunner:
 
     max_batch_size = 1
     mixed_sizes = False
+    concurrent_calls = False  # an interpreter is not thread safe
 
     def __init__(self, path, num_threads=None):
         try:
@@ -236,8 +272,8 @@ class TFLiteRunner:
         self.input_height, self.input_width = (int(s) for s in details["shape"][1:3])
         self.input_dtype = np.dtype(details["dtype"])
 
-    def __call__(self, images):
-        image = images[0]
+    def prepare(self, image):
+        """(the image letterboxed to the input size, (scale, (H, W)) of the original)."""
         height, width = image.shape[:2]
         scale = 1.0
         if (height, width) != (self.input_height, self.input_width):
@@ -246,12 +282,20 @@ class TFLiteRunner:
             resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             image = np.zeros((self.input_height, self.input_width, 3), dtype=image.dtype)
             image[: resized.shape[0], : resized.shape[1]] = resized
+        return image, (scale, (height, width))
+
+    def run(self, inputs, contexts):
+        (image,), ((scale, (height, width)),) = inputs, contexts
         outputs = self.runner(**{INPUT_NAME: image[None].astype(self.input_dtype)})
         boxes, scores, labels = (outputs[name] for name in OUTPUT_NAMES)
         if scale != 1.0:  # letterboxed: scale back, keep the boxes out of the padding
             valid = scores > PADDING_VALUE
             boxes = np.where(valid[..., None], np.clip(boxes / scale, 0, [width, height, width, height]), boxes)
         return boxes, scores, labels
+
+    def __call__(self, images):
+        image, context = self.prepare(images[0])
+        return self.run([image], [context])
 
 
 class OnnxRunner:
@@ -264,6 +308,7 @@ class OnnxRunner:
 
     max_batch_size = None
     mixed_sizes = False
+    concurrent_calls = True
     LOG_SEVERITY_ERROR = 3
 
     def __init__(self, path, num_threads=None):
@@ -289,10 +334,17 @@ class OnnxRunner:
             raise ModelLoadError(f"{path} is not an ONNX model exported by retinanet-convert-model")
         self.input_dtype = np.uint8 if inputs[INPUT_NAME].type == "tensor(uint8)" else np.float32
 
-    def __call__(self, images):
-        batch = np.stack(images).astype(self.input_dtype)
+    def prepare(self, image):
+        """The image itself: the graph preprocesses and resizes inside."""
+        return image, None
+
+    def run(self, inputs, contexts=None):
+        batch = np.stack(inputs).astype(self.input_dtype)
         outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return tuple(outputs)
+
+    def __call__(self, images):
+        return self.run(images)
 
 
 # ------------------------------------------------------------------------------- detector
@@ -440,21 +492,89 @@ class Detector:
         limit = getattr(self.runner, "max_batch_size", None)
         return self.batch_size if limit is None else min(self.batch_size, limit)
 
-    def _chunks(self, images):
-        """Runner calls for ``images``: one if the runner takes mixed sizes, else same-size runs."""
-        limit = getattr(self.runner, "max_batch_size", None) or len(images)
-        mixed = getattr(self.runner, "mixed_sizes", False)
-        chunk = []
-        for index, image in enumerate(images):
-            if chunk and (len(chunk) == limit or (not mixed and image.shape != images[chunk[0]].shape)):
-                yield chunk
-                chunk = []
-            chunk.append(index)
-        if chunk:
-            yield chunk
+    # The runner's two steps (see the runners above); a bare callable prepares nothing ahead.
+
+    def _prepare(self, image):
+        """(input array, context) of one image, as the runner's ``prepare`` makes them."""
+        if hasattr(self.runner, "prepare") and hasattr(self.runner, "run"):
+            return self.runner.prepare(image)
+        return image, None
+
+    def _batch_key(self, entry):
+        """Entries with equal keys may share a model call: inputs of one size and dtype."""
+        if getattr(self.runner, "mixed_sizes", False):
+            return None
+        return entry.inputs.shape, entry.inputs.dtype
+
+    def _load(self, item, on_error):
+        """``_Entry`` of one (key, path or array) item: read, checked and prepared."""
+        key, image = item
+        try:
+            image = _as_image(image)
+        except OSError as error:
+            if on_error is None:
+                raise
+            return _Entry(key, None, None, None, error)
+        inputs, context = self._prepare(image)
+        return _Entry(key, image, inputs, context, None)
+
+    def _run(self, batch):
+        """(runner outputs or None for a failed entry, seconds in the model) of one model call."""
+        entries = [entry for _, entry in batch]
+        if entries[0].error is not None:
+            return None, 0.0
+        start = time.perf_counter()
+        if hasattr(self.runner, "prepare") and hasattr(self.runner, "run"):
+            outputs = self.runner.run([e.inputs for e in entries], [e.context for e in entries])
+        else:
+            outputs = self.runner([e.inputs for e in entries])
+        return outputs, time.perf_counter() - start
+
+    def _stream(self, items, workers=0, on_error=None, lookahead=None, settings=None, seconds=None):
+        """(key, image, ``Detections``) of every (key, image) item, in order (see ``predict_iter``).
+
+        ``lookahead``: entries waiting to be batched at most (default twice the batch size);
+        ``settings``: (score_threshold, max_detections, clip_boxes); ``seconds``: a list that
+        gets the model time of each call.
+        """
+        limit = self.effective_batch_size
+        lookahead = max(limit, 2 * limit if lookahead is None else lookahead)
+        if limit == 1:
+            lookahead = 1
+        score_threshold, max_detections, clip_boxes = settings or (
+            self.score_threshold, self.max_detections, self.clip_boxes
+        )
+        threaded = workers > 0
+        loaded = ordered_map(
+            functools.partial(self._load, on_error=on_error), items, workers, window=2 * workers or 1, name="retinanet-load"
+        )  # fmt: skip
+        batches = _batches(enumerate(entry for _, entry in loaded), limit, lookahead, self._batch_key)
+        model_threads = MODEL_THREADS if getattr(self.runner, "concurrent_calls", False) else 1
+        ran = ordered_map(self._run, batches, model_threads if threaded else 0, window=1, name="retinanet-model")
+        done, next_index = {}, 0
+        for batch, (outputs, elapsed) in ran:
+            if seconds is not None:
+                seconds.append(elapsed)
+            for position, (index, entry) in enumerate(batch):
+                done[index] = (entry, None if outputs is None else tuple(output[position] for output in outputs[:3]))
+            while next_index in done:
+                entry, detected = done.pop(next_index)
+                next_index += 1
+                if entry.error is not None:
+                    on_error(entry.key, entry.error)
+                    continue
+                detections = select_detections(*detected, score_threshold, max_detections)
+                if clip_boxes and len(detections):
+                    height, width = entry.image.shape[:2]
+                    np.clip(detections.boxes, 0, [width, height, width, height], out=detections.boxes)
+                yield entry.key, entry.image, detections
 
     def predict_batch(self, images, score_threshold=None, max_detections=None, clip_boxes=None):
         """Detections of several images, in as few model calls as the runner allows.
+
+        Images whose prepared inputs have one size (after resizing, for a Keras model) share
+        a model call, up to ``batch_size``; a batch needs no padding, so batching never
+        changes a detection.
 
         Args:
             images: list of paths or (H, W, 3) uint8 BGR arrays (any sizes), or a
@@ -464,25 +584,19 @@ class Detector:
         Returns:
             list of ``Detections``, one per image, in order.
         """
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
-        max_detections = self.max_detections if max_detections is None else max_detections
-        clip_boxes = self.clip_boxes if clip_boxes is None else clip_boxes
-        images = [_as_image(image) for image in images]
-        results = [None] * len(images)
-        seconds = 0.0
-        for chunk in self._chunks(images):
-            start = time.perf_counter()
-            boxes, scores, labels = self.runner([images[i] for i in chunk])
-            seconds += time.perf_counter() - start
-            for position, index in enumerate(chunk):
-                detections = select_detections(
-                    boxes[position], scores[position], labels[position], score_threshold, max_detections
-                )
-                if clip_boxes and len(detections):
-                    height, width = images[index].shape[:2]
-                    np.clip(detections.boxes, 0, [width, height, width, height], out=detections.boxes)
-                results[index] = detections
-        self.last_inference_seconds = seconds
+        settings = (
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.max_detections if max_detections is None else max_detections,
+            self.clip_boxes if clip_boxes is None else clip_boxes,
+        )
+        seconds = []
+        results = [
+            detections
+            for _, _, detections in self._stream(
+                enumerate(images), lookahead=len(images), settings=settings, seconds=seconds
+            )
+        ]
+        self.last_inference_seconds = sum(seconds)
         return results
 
     def predict(self, images):
@@ -490,7 +604,7 @@ class Detector:
 
         Args:
             images: a path or a (H, W, 3) uint8 BGR array, or a list of those (any sizes;
-                consecutive images of the same size are batched by ``batch_size``).
+                images of the same size are batched by ``batch_size``).
 
         Returns:
             ``Detections`` for one image, a list of them for a list.
@@ -499,30 +613,31 @@ class Detector:
             return self.predict([images])[0]
         return [detections for _, _, detections in self.predict_iter(enumerate(images))]
 
-    def predict_iter(self, items):
+    def predict_iter(self, items, workers=0, on_error=None):
         """Stream detections over ``(key, image)`` pairs, loading images lazily.
 
-        Consecutive images of the same size are batched (up to ``batch_size``), so memory
-        holds one batch at a time; results come in input order.
+        Images whose prepared inputs have one size are batched (up to ``batch_size``, looking
+        at most ``2 * batch_size`` images ahead), so memory holds a few batches at a time;
+        results come in input order, and are the same whatever ``workers`` is.
 
         Args:
             items: iterable of (key, path or (H, W, 3) uint8 BGR array); keys are passed through.
+            workers: threads that read, decode and prepare (preprocess, resize) the next
+                images while the model runs in another thread and the caller uses the
+                results in this one; 0: all in the caller's thread, one step after the other.
+            on_error: f(key, OSError) for an image that cannot be read (then skipped, at its
+                place in the order); None: the error is raised.
 
         Yields:
             (key, image (H, W, 3) uint8 BGR array, ``Detections``).
         """
-        keys, batch = [], []
-        for key, image in items:
-            image = _as_image(image)
-            if batch and (image.shape != batch[0].shape or len(batch) == self.effective_batch_size):
-                yield from zip(keys, batch, self.predict_batch(batch))
-                keys, batch = [], []
-            keys.append(key)
-            batch.append(image)
-        if batch:
-            yield from zip(keys, batch, self.predict_batch(batch))
+        if int(workers) < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        return self._stream(items, int(workers), on_error)
 
-    def predict_tiled(self, image, tile_size, overlap=DEFAULT_TILE_OVERLAP, nms_threshold=DEFAULT_MERGE_NMS_THRESHOLD):
+    def predict_tiled(
+        self, image, tile_size, overlap=DEFAULT_TILE_OVERLAP, nms_threshold=DEFAULT_MERGE_NMS_THRESHOLD, workers=0
+    ):
         """Detections of a large image from overlapping tiles, merged with class-wise NMS.
 
         Each tile goes through the model like an image (resized by the detector's
@@ -535,19 +650,18 @@ class Detector:
                 the size of the objects, so that each is whole in some tile).
             nms_threshold: IoU above which the lower-scoring of two same-class
                 detections from different tiles is dropped.
+            workers: threads preparing the next tiles while the model runs (see ``predict_iter``).
 
         Returns:
             ``Detections`` in the full image's pixels, best first.
         """
         image = _as_image(image)
         windows = tile_windows(image.shape[0], image.shape[1], tile_size, overlap)
-        tiles = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in windows]
+        tiles = ((window, image[window[1] : window[3], window[0] : window[2]]) for window in windows)
         parts = []
-        for start in range(0, len(tiles), self.effective_batch_size):
-            batch = tiles[start : start + self.effective_batch_size]
-            for window, detections in zip(windows[start:], self.predict_batch(batch)):
-                offset = np.array([window[0], window[1], window[0], window[1]], dtype=np.float32)
-                parts.append(dataclasses.replace(detections, boxes=detections.boxes + offset))
+        for window, _, detections in self.predict_iter(tiles, workers=workers):
+            offset = np.array([window[0], window[1], window[0], window[1]], dtype=np.float32)
+            parts.append(dataclasses.replace(detections, boxes=detections.boxes + offset))
         return merge_detections(
             np.concatenate([p.boxes for p in parts]),
             np.concatenate([p.scores for p in parts]),
@@ -555,6 +669,45 @@ class Detector:
             iou_threshold=nms_threshold,
             max_detections=self.max_detections,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One image on its way through ``Detector._stream``: its key, the image, the runner's
+    prepared input and context, or the error that kept it from being read."""
+
+    key: object
+    image: np.ndarray
+    inputs: np.ndarray
+    context: object
+    error: Exception
+
+
+def _batches(entries, limit, lookahead, key):
+    """Model calls for a stream of (index, ``_Entry``): lists of up to ``limit`` entries of one key.
+
+    The oldest waiting entry always goes into the next call, with the later ones of its key
+    among the ``lookahead`` waiting; an entry that failed to load goes alone (no model call).
+    """
+    pending = []
+    for indexed in entries:
+        pending.append(indexed)
+        if len(pending) >= lookahead:
+            yield _take(pending, limit, key)
+    while pending:
+        yield _take(pending, limit, key)
+
+
+def _take(pending, limit, key):
+    head = pending[0][1]
+    if head.error is not None:
+        return [pending.pop(0)]
+    head_key = key(head)
+    chosen = [i for i, (_, entry) in enumerate(pending) if entry.error is None and key(entry) == head_key][:limit]
+    batch = [pending[i] for i in chosen]
+    for i in reversed(chosen):
+        del pending[i]
+    return batch
 
 
 def as_detector(model, generator=None, batch_size=1):

@@ -1,5 +1,7 @@
 """keras_retinanet.inference: loading, batching, scaling back, tiling, output rows."""
 import csv
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -59,15 +61,16 @@ def test_keras_runner_preprocesses_resizes_and_scales_back():
     assert detections.labels.dtype == np.int32 and detections.boxes.dtype == np.float32
 
 
-def test_predict_batches_consecutive_images_of_one_size(tmp_path):
+def test_predict_batches_images_of_one_resized_size_in_input_order(tmp_path):
     model = WholeInputModel()
     detector = Detector(KerasRunner(model, lambda x: x.astype(np.float32), 64, 64), batch_size=2)
-    a, b, c, d, e = _images((80, 120), (80, 120), (80, 120), (60, 60), (80, 120))
+    # 80x120 and 40x60 both resize to 43x64; 60x60 to 64x64
+    a, b, c, d, e = _images((80, 120), (80, 120), (40, 60), (60, 60), (80, 120))
     path = tmp_path / "e.png"
     cv2.imwrite(str(path), e)
     results = detector.predict([a, b, c, d, str(path)])
-    assert [len(batch) for batch in model.batches] == [2, 1, 1, 1]
-    expected = [[0, 0, 120, 80]] * 3 + [[0, 0, 60, 60], [0, 0, 120, 80]]
+    assert [batch.shape[:3] for batch in model.batches] == [(2, 43, 64), (2, 43, 64), (1, 64, 64)]
+    expected = [[0, 0, 120, 80]] * 2 + [[0, 0, 60, 40], [0, 0, 60, 60], [0, 0, 120, 80]]
     np.testing.assert_allclose([r.boxes[0] for r in results], expected, atol=1e-4)
     # a single image (path or array) gives Detections, not a list
     assert isinstance(detector.predict(str(path)), Detections)
@@ -227,3 +230,101 @@ def test_a_converted_snapshot_returns_as_many_detections_as_asked(tmp_path):
     detector = load_detector(str(path), max_detections=800, score_threshold=0.0, nms=False,
                              image_min_side=128, image_max_side=128)  # fmt: skip
     assert len(detector.predict(image)) == 800
+
+
+# ------------------------------------------------------------------ predict_iter's pipeline
+
+
+def _same(a, b, atol=0.0):
+    assert len(a) == len(b)
+    for one, other in zip(a, b):
+        np.testing.assert_allclose(one.boxes, other.boxes, atol=atol, rtol=0)
+        np.testing.assert_allclose(one.scores, other.scores, atol=atol, rtol=0)
+        np.testing.assert_array_equal(one.labels, other.labels)
+
+
+def test_the_pipeline_gives_the_detections_of_one_image_at_a_time(detector, tmp_path):
+    """Threads and batching by resized size change neither a detection nor the order."""
+    shapes = [(100, 150), (120, 90), (100, 150), (50, 75), (120, 90), (100, 150), (100, 150)]
+    images = _images(*shapes, seed=3)  # 100x150 and 50x75 both resize to 107x160
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(str(tmp_path / f"{index}.png"))
+        cv2.imwrite(paths[-1], image)
+    items = [(f"key{i}", path) for i, path in enumerate(paths)]
+    one_by_one = [detector.predict(path) for path in paths]
+    assert sum(len(d) for d in one_by_one) > 0
+    detector.batch_size = 3
+    try:
+        sequential = list(detector.predict_iter(items, workers=0))
+        threaded = list(detector.predict_iter(items, workers=2))
+    finally:
+        detector.batch_size = 1
+    for results in (sequential, threaded):
+        assert [key for key, _, _ in results] == [key for key, _ in items]
+        for (_, image, _), original in zip(results, images):
+            np.testing.assert_array_equal(image, original)
+    _same([d for _, _, d in threaded], [d for _, _, d in sequential])  # the same model calls: bit for bit
+    _same([d for _, _, d in threaded], one_by_one, atol=1e-4)  # batched against one at a time: float noise
+
+
+def test_unreadable_images_go_to_on_error_at_their_place_or_raise(tmp_path):
+    good = _images((60, 80), (60, 80), seed=5)
+    paths = [str(tmp_path / "a.png"), str(tmp_path / "broken.png"), str(tmp_path / "b.png")]
+    cv2.imwrite(paths[0], good[0])
+    cv2.imwrite(paths[2], good[1])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    for workers in (0, 2):
+        events = []
+        detector = Detector(KerasRunner(WholeInputModel(), lambda x: x.astype(np.float32), 64, 64), batch_size=2)
+        for key, _, detections in detector.predict_iter(
+            enumerate(paths), workers=workers, on_error=lambda key, error: events.append((key, str(error)))
+        ):  # fmt: skip
+            events.append((key, len(detections)))
+        assert events == [(0, 1), (1, f"could not read image {paths[1]}: not an image file, or corrupt"), (2, 1)]
+        with pytest.raises(OSError, match="broken.png: not an image file"):
+            list(detector.predict_iter(enumerate(paths), workers=workers))
+    with pytest.raises(ValueError, match="workers must be >= 0, got -1"):
+        list(detector.predict_iter(enumerate(paths), workers=-1))
+
+
+class OneAtATimeRunner:
+    """Runner stand-in with a fixed input (like TFLite): batch 1, never two calls at once."""
+
+    max_batch_size = 1
+    concurrent_calls = False
+
+    def __init__(self):
+        self.running = threading.Lock()
+        self.calls = 0
+
+    def prepare(self, image):
+        return cv2.resize(image, (32, 32)), image.shape[:2]
+
+    def run(self, inputs, contexts):
+        assert len(inputs) == 1 and inputs[0].shape == (32, 32, 3)
+        assert self.running.acquire(blocking=False), "two calls at once"
+        try:
+            time.sleep(0.002)
+            self.calls += 1
+            (height, width), = contexts
+            return np.array([[[0, 0, width, height]]], np.float32), np.array([[0.9]], np.float32), np.zeros((1, 1), np.int32)
+        finally:
+            self.running.release()
+
+
+def test_a_fixed_size_runner_gets_one_image_per_call_from_one_thread():
+    runner = OneAtATimeRunner()
+    images = _images((40, 60), (70, 30), (40, 60), (50, 50), seed=6)
+    detector = Detector(runner, batch_size=4)
+    results = list(detector.predict_iter(enumerate(images), workers=3))
+    assert runner.calls == 4
+    np.testing.assert_array_equal([d.boxes[0] for _, _, d in results], [[0, 0, 60, 40], [0, 0, 30, 70], [0, 0, 60, 40], [0, 0, 50, 50]])
+
+
+def test_tiles_through_the_pipeline_are_the_tiles_one_by_one():
+    image = np.zeros((300, 420, 3), np.uint8)
+    image[150:190, 200:240] = 255
+    image[20:50, 30:90] = 200
+    detector = Detector(BrightSquareRunner(), batch_size=3)  # a bare callable: nothing prepared ahead
+    _same([detector.predict_tiled(image, 128, 48, workers=2)], [detector.predict_tiled(image, 128, 48)])

@@ -14,6 +14,10 @@ in --output-dir: one annotated PNG per image (an annotated .mp4 per video),
 detections.csv (annotations.csv format: path,x1,y1,x2,y2,class_name, and path,,,,, for
 an image without detections, so predictions can be reused as annotations), and
 detections.json (COCO results) with images.json (id, file_name, width, height of each image).
+
+The next images (or video frames, or tiles) are read, decoded and resized in --workers threads
+while the model runs in another, on batches of up to --batch-size images of one resized size,
+and this thread writes the outputs; the detections and their order are those of --workers 0.
 """
 import csv
 import glob
@@ -44,6 +48,7 @@ DEFAULT_IMAGE_MIN_SIDE = constants.DEFAULT_IMAGE_MIN_SIDE
 DEFAULT_IMAGE_MAX_SIDE = constants.DEFAULT_IMAGE_MAX_SIDE
 VIDEO_CODEC = "mp4v"
 DEFAULT_FPS = 25.0
+DEFAULT_WORKERS = 2
 EXAMPLES = """
 retinanet-predict snapshots/resnet50_csv_10.keras photos/ --output-dir predictions
 retinanet-predict model.keras 'data/*.jpg' --score-threshold 0.3 --csv detections.csv
@@ -77,7 +82,13 @@ def parse_args(args):
                         help="keep detections scoring higher (default 0.5)")
     parser.add_argument("--max-detections", type=int, default=100,
                         help="detections per image, best first (default 100)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images of the same size per model call (default 1)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images of the same (resized) size per model call (default 1)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="threads reading, decoding and resizing the next images (or tiles, video frames) "
+                             "while the model runs in another thread and the outputs are written in this one "
+                             f"(default {DEFAULT_WORKERS}; 0: one step after the other in one thread); the "
+                             "detections are the same")
     parser.add_argument("--image-min-side", type=int, default=None,
                         help="resize so the smallest side is this long (default: the model's, else "
                              f"{DEFAULT_IMAGE_MIN_SIDE}; the tile size with --tile); exported models resize "
@@ -106,6 +117,8 @@ def parse_args(args):
     parsed = parser.parse_args(args)
     if parsed.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {parsed.batch_size}")
+    if parsed.workers < 0:
+        parser.error(f"--workers must be >= 0, got {parsed.workers}")
     if parsed.max_detections < 1:
         parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
     if parsed.tile is not None:
@@ -415,36 +428,65 @@ def _items(images, videos, image_outputs=None, video_outputs=None):
 
 
 def run(args, detector, images, videos, outputs, image_outputs=None, video_outputs=None):
-    """Detect in every image and video frame, feeding ``outputs``; shows a progress bar."""
+    """Detect in every image and video frame, feeding ``outputs``; shows a progress bar.
+
+    With ``args.workers`` > 0 the next images are read, decoded and resized in that many
+    threads and the model runs in its own, while this thread writes the outputs; the results
+    (and their order) are those of one thread doing one step after the other.
+    """
     from tqdm import tqdm
 
     total = len(images) + sum(_frame_count(path) for path in videos)
-    items = _loaded(_items(images, videos, image_outputs, video_outputs), outputs.skipped)
+    items = _items(images, videos, image_outputs, video_outputs)
+    workers = getattr(args, "workers", 0)
     with tqdm(total=total, desc="Detecting", unit="image", file=sys.stderr, disable=None) as bar:
         if args.tile is None:
-            stream = detector.predict_iter(items)
+            stream = detector.predict_iter(items, workers=workers, on_error=_skipper(outputs.skipped))
         else:
             stream = (
-                (key, image, detector.predict_tiled(image, args.tile, args.tile_overlap, args.tile_nms_threshold))
-                for key, image in items
+                (key, image, detector.predict_tiled(
+                    image, args.tile, args.tile_overlap, args.tile_nms_threshold, workers=workers
+                ))  # fmt: skip
+                for key, image in _loaded(items, outputs.skipped, workers)
             )
         for key, image, detections in stream:
             outputs.add(key, image, detections)
             bar.update(1)
 
 
-def _loaded(items, skipped):
-    """(key, decoded image) of every item; an image that cannot be decoded is skipped, with a warning."""
+def _skipper(skipped):
+    """f(key, error) recording an image that cannot be decoded in ``skipped``, with a warning."""
+
+    def skip(key, error):
+        skipped.append((key[0], first_line(error)))
+        LOGGER.warning(f"{first_line(error)}: skipped")
+
+    return skip
+
+
+def _read(item):
+    """(key, decoded image, None) of an item, or (key, None, OSError) if it cannot be decoded."""
     from keras_retinanet.utils.image import read_image_bgr
 
-    for key, image in items:
-        if isinstance(image, str):
-            try:
-                image = read_image_bgr(image)
-            except OSError as error:
-                skipped.append((key[0], first_line(error)))
-                LOGGER.warning(f"{first_line(error)}: skipped")
-                continue
+    key, image = item
+    if isinstance(image, str):
+        try:
+            image = read_image_bgr(image)
+        except OSError as error:
+            return key, None, error
+    return key, image, None
+
+
+def _loaded(items, skipped, workers=0):
+    """(key, decoded image) of every item, read ahead by ``workers`` threads; an image that cannot be decoded is
+    skipped, with a warning."""
+    from keras_retinanet.utils.prefetch import ordered_map
+
+    skip = _skipper(skipped)
+    for _, (key, image, error) in ordered_map(_read, items, workers, name="retinanet-read"):
+        if error is not None:
+            skip(key, error)
+            continue
         yield key, image
 
 

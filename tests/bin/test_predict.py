@@ -163,3 +163,70 @@ def test_bad_input_gives_one_line_and_exit_1(data, tmp_path, capsys):
     assert _error(capsys, args) == f"model not found: {tmp_path / 'model.keras'}"
     assert not out.exists()  # nothing written before the inputs are checked
     assert SHAPE_CLASSES == ("rectangle", "circle", "triangle")
+
+
+def test_the_pipeline_and_batching_write_what_one_image_at_a_time_writes(data, tmp_path):
+    """--workers (threads reading and resizing ahead) and --batch-size change no output.
+
+    (Bit for bit with the same batches: tests/test_inference.py; here batched against one at a
+    time, equal as written: boxes with 2 decimals, scores with 4.)
+    """
+    outputs = {}
+    for workers, batch in (("0", "1"), ("2", "3")):
+        out = tmp_path / f"w{workers}b{batch}"
+        assert predict.main(_args(data, data["images"], out=out,
+                                  extra=["--no-images", "--workers", workers, "--batch-size", batch])) == 0  # fmt: skip
+        outputs[workers] = [(out / name).read_text() for name in ("detections.csv", "detections.json", "images.json")]
+    assert outputs["2"] == outputs["0"]
+    names = list(dict.fromkeys(line.split(",")[0] for line in outputs["2"][0].splitlines()))
+    assert [os.path.basename(name) for name in names] == sorted(os.listdir(data["images"]))  # the folder's order
+
+
+def test_an_image_that_cannot_be_decoded_is_skipped_named_and_the_rest_kept_in_order(data, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = sorted(os.listdir(data["images"]))
+    for name in names:
+        (folder / name).write_bytes((data["root"] / "images" / name).read_bytes())
+    cut = folder / "a_00001b.jpg"  # its header reads, its body is cut short: found only when decoding
+    ok, encoded = cv2.imencode(".jpg", cv2.imread(str(folder / names[0])))
+    cut.write_bytes(encoded.tobytes()[: len(encoded) // 2])
+    out = tmp_path / "out"
+    assert predict.main(_args(data, str(folder), out=out, extra=["--no-images", "--workers", "2", "--batch-size", "2"])) == 0
+    captured = capsys.readouterr()
+    assert f"could not read image {cut}: a JPEG cut short (no end marker): skipped" in captured.err
+    assert "5 images" in captured.out and "1 unreadable images skipped" in captured.out
+    rows = (out / "detections.csv").read_text().splitlines()
+    written = list(dict.fromkeys(os.path.basename(line.split(",")[0]) for line in rows))
+    assert written == names
+    assert [image["id"] for image in json.loads((out / "images.json").read_text())] == [0, 1, 3, 4, 5]
+
+
+def test_bad_pipeline_flags_are_usage_errors(data, tmp_path, capsys):
+    for flags, message in ((["--workers", "-1"], "--workers must be >= 0, got -1"),
+                           (["--batch-size", "0"], "--batch-size must be >= 1, got 0")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(_args(data, data["images"], out=tmp_path / "out", extra=flags))
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore:\\s*Warning. tf.lite.Interpreter is deprecated:UserWarning")
+@pytest.mark.parametrize("name, extra", [("model.tflite", ["--input-size", "128", "128"]), ("saved_model", [])])
+def test_exported_models_run_through_the_pipeline(data, tmp_path, name, extra):
+    """TFLite (fixed input, one image per call) and SavedModel (batches of one original size)."""
+    from keras_retinanet.bin import convert_model
+
+    model = tmp_path / name
+    assert convert_model.main([data["snapshot"], str(model), "--backbone", BACKBONE, "-q",
+                               "--image-min-side", str(MIN_SIDE), "--image-max-side", str(MAX_SIDE), *extra]) == 0  # fmt: skip
+    outputs = []
+    for flags in (["--workers", "0", "--batch-size", "1"], ["--workers", "2", "--batch-size", "3"]):
+        out = tmp_path / f"out{len(outputs)}"
+        args = [str(model), data["images"], "--classes", data["classes"], "--score-threshold", str(SCORE_THRESHOLD),
+                "--output-dir", str(out), "--no-images", *flags]  # fmt: skip
+        assert predict.main(args) == 0
+        outputs.append([(out / file).read_text() for file in ("detections.csv", "detections.json", "images.json")])
+    assert outputs[1] == outputs[0]
+    assert len(outputs[0][0].splitlines()) > 5  # detections in the 5 images

@@ -132,14 +132,25 @@ def worker_export_file(args):
     import numpy as np
 
     format, precision = _format_precision(args.mode)
-    backbone = models.backbone("resnet50")
-    model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
     calibration = None
     if precision == "int8":
         rng = np.random.default_rng(1)
         calibration = [
             rng.integers(0, 256, size=(args.height, args.width, 3), dtype=np.uint8) for _ in range(args.calibration_images)
         ]
+    float_onnx = _export_path(args, "onnx") if args.exports else None
+    if format == "onnx" and precision == "int8" and float_onnx and os.path.exists(float_onnx):
+        # what export_onnx does after tf2onnx, from the float export already there (this process
+        # holds no TensorFlow model: ONNX Runtime's calibration at 800x1333 needs ~10 GB)
+        import onnx
+
+        from keras_retinanet.utils.files import write_atomically
+
+        proto = export.quantize_onnx(onnx.load(float_onnx), calibration)
+        write_atomically(args.output, lambda target: onnx.save(proto, target))
+        return
+    backbone = models.backbone("resnet50")
+    model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
     export.export_model(
         model, args.output, preprocess_mode=backbone.preprocess_mode,
         input_size=(args.height, args.width) if format == "tflite" else None,
@@ -160,20 +171,22 @@ def worker_export(args):
 
     import numpy as np
 
-    folder = tempfile.mkdtemp(prefix="bench_export_")
+    folder = args.exports or tempfile.mkdtemp(prefix="bench_export_")
     format, precision = _format_precision(args.mode)
     try:
-        path = os.path.join(folder, EXPORT_FILE_NAMES[format])
+        path = _export_path(args, args.mode) if args.exports else os.path.join(folder, EXPORT_FILE_NAMES[format])
         start = time.perf_counter()
         command = [
             sys.executable, os.path.abspath(__file__), "--worker", "export-file", "--mode", args.mode,
             "--output", path, "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
             "--calibration-images", str(args.calibration_images),
         ]  # fmt: skip
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            raise RuntimeError(f"export to {args.mode} failed:\n{completed.stderr[-3000:]}")
-        export_s = time.perf_counter() - start
+        export_s = None
+        if not os.path.exists(path):
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                raise RuntimeError(f"export to {args.mode} failed:\n{completed.stderr[-3000:]}")
+            export_s = time.perf_counter() - start
 
         from keras_retinanet.inference import OnnxRunner, SavedModelRunner, TFLiteRunner
 
@@ -196,7 +209,15 @@ def worker_export(args):
         info = {"side": "export", "mode": args.mode, "export_s": export_s, "runtime": runtime}
         _serve(lambda: runner(image), args.warmup, info)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.exports:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _export_path(args, name):
+    """The --exports file of format-precision ``name``: one per size and classes, reused by later runs."""
+    format, precision = _format_precision(name)
+    file_name, suffix = os.path.splitext(EXPORT_FILE_NAMES[format])
+    return os.path.join(args.exports, f"{file_name}_{precision}_{args.height}x{args.width}_{args.classes}{suffix}")
 
 
 def _format_available(name):
@@ -242,6 +263,8 @@ class _Worker:
             "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
             "--calibration-images", str(args.calibration_images),
         ]
+        if args.exports:
+            command += ["--exports", args.exports]
         if mode:
             command += ["--mode", mode]
         env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS))
@@ -279,7 +302,10 @@ class _Worker:
 
     def summary(self):
         t = self.times
-        export = f"  (export {self.info['export_s']:.1f} s)" if "export_s" in self.info else ""
+        export = ""
+        if self.side == "export":
+            seconds = self.info.get("export_s")
+            export = f"  (export {seconds:.1f} s)" if seconds is not None else "  (export reused)"
         return (
             f"median {statistics.median(t):6.2f} s  min {min(t):6.2f}  max {max(t):6.2f}  "
             f"(build + warm-up {self.info['warmup_s']:5.1f} s)  peak RSS {self.peak_rss_mb:6.0f} MB{export}"
@@ -311,6 +337,9 @@ def parse_args(args):
                         help="also time the exported end-to-end graphs in these formats (all: every one)")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
                         help="random images calibrating the int8 exports")
+    parser.add_argument("--exports", metavar="DIR",
+                        help="keep the exported files in DIR and reuse those there (default: export afresh)")
+    parser.add_argument("--export-only", action="store_true", help="write the --exports files, time nothing")
     parser.add_argument("--worker", choices=("ours", "export", "export-file", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="predict", help=argparse.SUPPRESS)
@@ -336,6 +365,26 @@ def main(args=None):
         f"load average before: {_load()} on {os.cpu_count()} CPUs",
         flush=True,
     )
+    if args.export_only:
+        if not args.exports:
+            raise SystemExit("--export-only needs --exports DIR")
+        os.makedirs(args.exports, exist_ok=True)
+        for name in args.formats:  # each in its own process (memory), float ONNX before int8
+            path = _export_path(args, name)
+            if os.path.exists(path):
+                continue
+            start = time.perf_counter()
+            command = [
+                sys.executable, os.path.abspath(__file__), "--worker", "export-file", "--mode", name, "--output", path,
+                "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+                "--calibration-images", str(args.calibration_images), "--exports", args.exports,
+            ]  # fmt: skip
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                print(f"  {name}: export failed:\n{completed.stderr[-2000:]}", flush=True)
+                continue
+            print(f"  {name}: exported to {path} in {time.perf_counter() - start:.0f} s", flush=True)
+        return 0
     workers = [_Worker(sys.executable, "ours", args, mode) for mode in args.modes]
     for name in args.formats:
         missing = _format_available(name)

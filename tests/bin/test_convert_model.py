@@ -273,7 +273,7 @@ def test_int8_and_fp16_tflite_detect_what_the_float_model_detects(
     detector = load_detector(str(half), score_threshold=SCORE_THRESHOLD)
     assert detector.spec.export.quantize == "fp16" and detector.spec.export.calibration_images is None
     assert os.path.getsize(half) < 0.6 * os.path.getsize(_convert(snapshot, tmp_path / "fp32.tflite", "--input-size", *size))
-    assert_same_detections(reference, *detector.predict(image))
+    assert agreement(reference, detector.predict(image)) == 1.0  # fp16 weights: the same boxes, scores within ~1e-3
 
 
 def test_bad_quantisation_flags_give_one_line_before_any_work(snapshot, calibration_folder, tmp_path, capsys):

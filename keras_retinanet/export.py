@@ -24,12 +24,12 @@ Quantised graphs (``quantize``):
 
 - ``'int8'``, TFLite and ONNX: post-training static quantisation, calibrated on images
   (``keras_retinanet.calibration``) that the float graph runs on to find each activation's
-  range. TFLite: full-integer (int8 kernels wherever TFLite has them, float where it has
-  not: NMS). ONNX: ONNX Runtime's QDQ format, int8 weights per output channel, uint8
-  activations, for the convolutional network (backbone, FPN, heads' hidden layers, see
-  ``onnx_nodes_to_quantize``); the preprocessing, resize, the heads' output convolutions,
-  box decoding and NMS stay float32. The graph keeps its uint8 image input and its float
-  outputs in original-image pixels.
+  range. Both quantise the convolutional network (backbone, FPN, heads' hidden layers:
+  ``onnx_nodes_to_quantize``, ``tflite_float_nodes``); the preprocessing, resize, the
+  heads' output convolutions, box decoding and NMS stay float32. ONNX: ONNX Runtime's QDQ
+  format, int8 weights per output channel, uint8 activations. TFLite: int8 weights per
+  output channel and int8 activations (TFLite's full-integer kernels). The graph keeps its
+  uint8 image input and its float outputs in original-image pixels.
 - ``'fp16'``, TFLite: float16 weights (half the file), computed in float32.
 
 Every format keeps NMS (``layers.FilterDetections``) inside the graph, and carries the
@@ -72,6 +72,10 @@ ONNX_QUANTIZED_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "MaxPool", "Resize")
 ONNX_PASS_THROUGH_OP_TYPES = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze")
 TFLITE_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 TFLITE_NETWORK_OPS = ("RELU", "RELU6", "ADD", "MAX_POOL_2D", "PAD", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR")
+FILTER_OPTIONS = (
+    "nms", "class_specific_filter", "nms_threshold", "score_threshold", "max_detections", "pre_nms_top_k",
+    "parallel_iterations",
+)  # FilterDetections' settings, as filter_detections takes them  # fmt: skip
 ONNX_CALIBRATION_STRIDE = 1  # calibration images whose activations are held before their ranges are merged
 
 
@@ -270,12 +274,6 @@ def detection_graph(
         return {"boxes": boxes, "scores": scores, "labels": tf.cast(labels, tf.int32)}
 
     return detect
-
-
-FILTER_OPTIONS = (
-    "nms", "class_specific_filter", "nms_threshold", "score_threshold", "max_detections", "pre_nms_top_k",
-    "parallel_iterations",
-)  # fmt: skip
 
 
 def _split_filter(model):

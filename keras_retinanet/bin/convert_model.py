@@ -125,8 +125,9 @@ def parse_args(args):
                        help=f"ONNX opset (default {DEFAULT_ONNX_OPSET})")
     quantize = parser.add_argument_group("quantisation (TFLite and ONNX)")
     quantize.add_argument("--quantize", choices=QUANTIZE_MODES,
-                          help="int8: post-training static quantisation (TFLite full-integer, ONNX Runtime QDQ with "
-                               "per-channel weights), calibrated on --calibration; fp16: float16 weights (TFLite)")
+                          help="int8: post-training static quantisation of the convolutional network (int8 "
+                               "per-channel weights; ONNX Runtime QDQ, TFLite int8 kernels), calibrated on "
+                               "--calibration; fp16: float16 weights (TFLite)")
     quantize.add_argument("--calibration", metavar="DATA",
                           help="int8 calibration images: a CSV annotations file, a COCO or Pascal VOC dataset "
                                "folder, or a folder of images (training images, not the validation set)")
@@ -154,7 +155,7 @@ def parse_args(args):
 
 
 def check_inputs(args, format):
-    """Raise ToolError for inputs that cannot work, before loading anything heavy."""
+    """Raise ToolError for inputs that cannot work, before loading anything heavy; returns the calibration images."""
     if os.path.isdir(args.model_in):
         raise ToolError(f"{args.model_in} is a folder: give the training snapshot (.keras) to convert")
     if not os.path.isfile(args.model_in):
@@ -183,7 +184,7 @@ def check_inputs(args, format):
             raise ToolError("ONNX export needs tf2onnx: pip install 'keras-retinanet[onnx]'")
         if args.quantize == "int8" and importlib.util.find_spec("onnxruntime") is None:
             raise ToolError("int8 ONNX export needs onnxruntime (its quantisation tools): pip install 'keras-retinanet[onnx]'")
-    check_quantize_flags(args, format)
+    return check_quantize_flags(args, format)
 
 
 def check_quantize_flags(args, format):
@@ -215,8 +216,12 @@ def check_quantize_flags(args, format):
         raise ToolError(str(error)) from None
 
 
-def convert(args, format):
-    """Load, convert and write the model; returns (one-line description of the output, notes)."""
+def convert(args, format, calibration=None):
+    """Load, convert and write the model; returns (one-line description of the output, notes).
+
+    Args:
+        calibration: int8 only: the calibration images (``check_inputs``' result).
+    """
     from keras_retinanet import export
     from keras_retinanet.errors import CalibrationError, ModelLoadError, OutputError, SpecConflictError, SpecError
     from keras_retinanet.inference import recipe_from_config, open_keras_model
@@ -252,7 +257,6 @@ def convert(args, format):
                 "convert its training snapshot instead"
             )
     spec = loaded.spec
-    calibration = check_quantize_flags(args, format)
     graph_options = {
         "image_min_side": spec.image_min_side,
         "image_max_side": spec.image_max_side,
@@ -300,9 +304,9 @@ def main(args=None):
 
     try:
         format = format_from_path(args.model_out, args.format)
-        check_inputs(args, format)
+        calibration = check_inputs(args, format)
         import_tensorflow(args.verbose)
-        message, notes = convert(args, format)
+        message, notes = convert(args, format, calibration)
     except (ToolError, ExportError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

@@ -273,7 +273,7 @@ def test_int8_and_fp16_tflite_detect_what_the_float_model_detects(
     detector = load_detector(str(half), score_threshold=SCORE_THRESHOLD)
     assert detector.spec.export.quantize == "fp16" and detector.spec.export.calibration_images is None
     dtypes = {np.dtype(t["dtype"]) for t in detector.runner.interpreter.get_tensor_details()}
-    assert np.float16 in dtypes  # the weights (dequantised to float32 when the interpreter loads them)
+    assert np.dtype(np.float16) in dtypes  # the weights (dequantised to float32 when the interpreter loads them)
     assert agreement(reference, detector.predict(image)) == 1.0  # fp16 weights: the same boxes, scores within ~1e-3
 
 

@@ -22,20 +22,27 @@ graph); ``--modes`` picks how it is executed:
 
 With ``--formats``, the same (folded) model is also exported by ``keras_retinanet.export``
 and run end to end from a uint8 image (preprocessing, resize -- a no-op at this size --
-and NMS in the graph), each in its own worker:
+and NMS in the graph), each in its own worker (``all``: every one of them):
 
 - ``saved_model``: the SavedModel's ``serving_default`` signature in TensorFlow;
-- ``onnx``: ONNX Runtime, 2 intra-op threads (needs the ``onnx`` extra: tf2onnx, onnxruntime);
-- ``tflite``: the TFLite interpreter, 2 threads, input size fixed to --height x --width.
+- ``onnx``, ``onnx-int8``: ONNX Runtime, 2 intra-op threads (needs the ``onnx`` extra:
+  tf2onnx, onnxruntime); int8 is its static QDQ quantisation (``export.quantize_onnx``);
+- ``tflite``, ``tflite-fp16``, ``tflite-int8``: the TFLite interpreter (LiteRT's when the
+  ``tflite`` extra is installed, else ``tf.lite``), 2 threads, input size fixed to
+  --height x --width; fp16 weights, or full-integer int8.
 
-The export runs in a child process (the runtime's peak RSS is its own); the export time
-is printed, and each format's latency relative to our first mode.
+The int8 graphs are calibrated on ``--calibration-images`` random images of the input size
+(the weights are random too: the figures are speed, not accuracy; for accuracy see
+``bench/quantized_accuracy.py``). The export runs in a child process (the runtime's peak
+RSS is its own); the export time is printed. The last table has every side: latency
+median / min / max, peak RSS, and the ratios to our first mode (Keras fp32) and to
+torchvision fp32 (medians of the per-round ratios).
 
 Usage::
 
     python bench/inference.py [--runs 5] [--warmup 1] [--height 800] [--width 1333]
                               [--classes 80] [--modes folded predict] [--no-peer]
-                              [--formats saved_model onnx tflite]
+                              [--formats all | saved_model onnx onnx-int8 tflite tflite-fp16 tflite-int8]
 """
 import argparse
 import json
@@ -51,8 +58,15 @@ REPO = os.path.dirname(HERE)
 DEFAULT_TORCH_PYTHON = "/work/venv-torch/bin/python"
 NUM_THREADS = 2
 MODES = ("predict", "function", "xla", "folded", "folded-xla")
-FORMATS = ("saved_model", "onnx", "tflite")
+FORMATS = ("saved_model", "onnx", "onnx-int8", "tflite", "tflite-fp16", "tflite-int8")
 EXPORT_FILE_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
+DEFAULT_CALIBRATION_IMAGES = 4
+
+
+def _format_precision(name):
+    """('onnx', 'int8') of 'onnx-int8'; ('tflite', 'fp32') of 'tflite'."""
+    format, _, precision = name.partition("-")
+    return format, precision or "fp32"
 
 
 def _peak_rss_mb():
@@ -115,11 +129,33 @@ def worker_export_file(args):
     sys.path.insert(0, REPO)
     from keras_retinanet import export, models
 
+    import numpy as np
+
+    format, precision = _format_precision(args.mode)
+    calibration = None
+    if precision == "int8":
+        rng = np.random.default_rng(1)
+        calibration = [
+            rng.integers(0, 256, size=(args.height, args.width, 3), dtype=np.uint8) for _ in range(args.calibration_images)
+        ]
+    float_onnx = _export_path(args, "onnx") if args.exports else None
+    if format == "onnx" and precision == "int8" and float_onnx and os.path.exists(float_onnx):
+        # what export_onnx does after tf2onnx, from the float export already there (this process
+        # holds no TensorFlow model: ONNX Runtime's calibration at 800x1333 needs ~10 GB)
+        import onnx
+
+        from keras_retinanet.utils.files import write_atomically
+
+        proto = export.quantize_onnx(onnx.load(float_onnx), calibration)
+        write_atomically(args.output, lambda target: onnx.save(proto, target))
+        return
     backbone = models.backbone("resnet50")
     model = models.convert_model(backbone.retinanet(num_classes=args.classes), fold_batch_norm=True)
     export.export_model(
-        model, args.output, preprocess_mode=backbone.preprocess_mode, input_size=(args.height, args.width),
+        model, args.output, preprocess_mode=backbone.preprocess_mode,
+        input_size=(args.height, args.width) if format == "tflite" else None,
         image_min_side=min(args.height, args.width), image_max_side=max(args.height, args.width),
+        quantize=None if precision == "fp32" else precision, calibration=calibration,
     )  # fmt: skip
 
 
@@ -135,42 +171,60 @@ def worker_export(args):
 
     import numpy as np
 
-    folder = tempfile.mkdtemp(prefix="bench_export_")
+    folder = args.exports or tempfile.mkdtemp(prefix="bench_export_")
+    format, precision = _format_precision(args.mode)
     try:
-        path = os.path.join(folder, EXPORT_FILE_NAMES[args.mode])
+        path = _export_path(args, args.mode) if args.exports else os.path.join(folder, EXPORT_FILE_NAMES[format])
         start = time.perf_counter()
         command = [
             sys.executable, os.path.abspath(__file__), "--worker", "export-file", "--mode", args.mode,
             "--output", path, "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+            "--calibration-images", str(args.calibration_images),
         ]  # fmt: skip
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            raise RuntimeError(f"export to {args.mode} failed:\n{completed.stderr[-3000:]}")
-        export_s = time.perf_counter() - start
+        export_s = None
+        if not os.path.exists(path):
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                raise RuntimeError(f"export to {args.mode} failed:\n{completed.stderr[-3000:]}")
+            export_s = time.perf_counter() - start
 
         from keras_retinanet.inference import OnnxRunner, SavedModelRunner, TFLiteRunner
 
-        if args.mode == "saved_model":
+        runtime = ""
+        if format == "saved_model":
             import tensorflow as tf
 
             tf.config.threading.set_intra_op_parallelism_threads(NUM_THREADS)
             tf.config.threading.set_inter_op_parallelism_threads(NUM_THREADS)
             runner = SavedModelRunner(path)
-        elif args.mode == "onnx":
+        elif format == "onnx":
+            import onnxruntime
+
             runner = OnnxRunner(path, num_threads=NUM_THREADS)
+            runtime = f"onnxruntime {onnxruntime.__version__}"
         else:
             runner = TFLiteRunner(path, num_threads=NUM_THREADS)
+            runtime = runner.runtime
         image = np.random.default_rng(0).integers(0, 256, size=(1, args.height, args.width, 3), dtype=np.uint8)
-        _serve(lambda: runner(image), args.warmup, {"side": "export", "mode": args.mode, "export_s": export_s})
+        info = {"side": "export", "mode": args.mode, "export_s": export_s, "runtime": runtime}
+        _serve(lambda: runner(image), args.warmup, info)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.exports:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _export_path(args, name):
+    """The --exports file of format-precision ``name``: one per size and classes, reused by later runs."""
+    format, precision = _format_precision(name)
+    file_name, suffix = os.path.splitext(EXPORT_FILE_NAMES[format])
+    return os.path.join(args.exports, f"{file_name}_{precision}_{args.height}x{args.width}_{args.classes}{suffix}")
 
 
 def _format_available(name):
     """None if the format can be benchmarked here, else why not."""
     import importlib.util
 
-    if name == "onnx":
+    if name.startswith("onnx"):
         missing = [m for m in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
             return f"{' and '.join(missing)} not installed (pip install '.[onnx]')"
@@ -207,7 +261,10 @@ class _Worker:
         command = [
             python, os.path.abspath(__file__), "--worker", side, "--warmup", str(args.warmup),
             "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+            "--calibration-images", str(args.calibration_images),
         ]
+        if args.exports:
+            command += ["--exports", args.exports]
         if mode:
             command += ["--mode", mode]
         env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS))
@@ -215,7 +272,13 @@ class _Worker:
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.info = self._read()
-        self.label = self.info["mode"] if side == "torch" else f"keras-retinanet [{mode}]"
+        if side == "torch":
+            self.label = f"{self.info['mode']} fp32"
+        elif side == "export":
+            format, precision = _format_precision(mode)
+            self.label = f"{format} {precision}" + (f" ({self.info['runtime']})" if self.info.get("runtime") else "")
+        else:
+            self.label = f"keras [{mode}] fp32"
         self.side = side
         self.times = []
 
@@ -239,7 +302,10 @@ class _Worker:
 
     def summary(self):
         t = self.times
-        export = f"  (export {self.info['export_s']:.1f} s)" if "export_s" in self.info else ""
+        export = ""
+        if self.side == "export":
+            seconds = self.info.get("export_s")
+            export = f"  (export {seconds:.1f} s)" if seconds is not None else "  (export reused)"
         return (
             f"median {statistics.median(t):6.2f} s  min {min(t):6.2f}  max {max(t):6.2f}  "
             f"(build + warm-up {self.info['warmup_s']:5.1f} s)  peak RSS {self.peak_rss_mb:6.0f} MB{export}"
@@ -267,8 +333,13 @@ def parse_args(args):
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["folded"], help="our execution modes")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help="interpreter with torch + torchvision")
     parser.add_argument("--no-peer", action="store_true", help="skip torchvision")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=[],
-                        help="also time the exported end-to-end graphs in these formats")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS + ("all",), default=[],
+                        help="also time the exported end-to-end graphs in these formats (all: every one)")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        help="random images calibrating the int8 exports")
+    parser.add_argument("--exports", metavar="DIR",
+                        help="keep the exported files in DIR and reuse those there (default: export afresh)")
+    parser.add_argument("--export-only", action="store_true", help="write the --exports files, time nothing")
     parser.add_argument("--worker", choices=("ours", "export", "export-file", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="predict", help=argparse.SUPPRESS)
@@ -277,6 +348,8 @@ def parse_args(args):
 
 def main(args=None):
     args = parse_args(sys.argv[1:] if args is None else args)
+    if "all" in args.formats:
+        args.formats = list(FORMATS)
     if args.worker == "ours":
         return worker_ours(args)
     if args.worker == "export":
@@ -292,6 +365,26 @@ def main(args=None):
         f"load average before: {_load()} on {os.cpu_count()} CPUs",
         flush=True,
     )
+    if args.export_only:
+        if not args.exports:
+            raise SystemExit("--export-only needs --exports DIR")
+        os.makedirs(args.exports, exist_ok=True)
+        for name in args.formats:  # each in its own process (memory), float ONNX before int8
+            path = _export_path(args, name)
+            if os.path.exists(path):
+                continue
+            start = time.perf_counter()
+            command = [
+                sys.executable, os.path.abspath(__file__), "--worker", "export-file", "--mode", name, "--output", path,
+                "--height", str(args.height), "--width", str(args.width), "--classes", str(args.classes),
+                "--calibration-images", str(args.calibration_images), "--exports", args.exports,
+            ]  # fmt: skip
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                print(f"  {name}: export failed:\n{completed.stderr[-2000:]}", flush=True)
+                continue
+            print(f"  {name}: exported to {path} in {time.perf_counter() - start:.0f} s", flush=True)
+        return 0
     workers = [_Worker(sys.executable, "ours", args, mode) for mode in args.modes]
     for name in args.formats:
         missing = _format_available(name)
@@ -313,25 +406,27 @@ def main(args=None):
             worker.run()
     for worker in workers:
         worker.close()
-        print(f"  {worker.label:32s} {worker.summary()}")
+        print(f"  {worker.label:40s} {worker.summary()}")
 
-    exported = [worker for worker in workers if worker.side == "export"]
-    if exported and args.modes:
-        keras_worker = workers[0]
-        for worker in exported:
-            ratios = [ours / theirs for ours, theirs in zip(worker.times, keras_worker.times)]
-            print(
-                f"  ratio {worker.label} / {keras_worker.label}: latency {statistics.median(ratios):.2f}x "
-                f"(per-round {min(ratios):.2f}..{max(ratios):.2f})"
-            )
-    if peer is not None:
-        for worker in workers[:-1]:
-            ratios = [ours / theirs for ours, theirs in zip(worker.times, peer.times)]
-            memory = worker.peak_rss_mb / peer.peak_rss_mb
-            print(
-                f"  ratio {worker.label} / torchvision: latency {statistics.median(ratios):.2f}x "
-                f"(per-round {min(ratios):.2f}..{max(ratios):.2f}), peak RSS {memory:.2f}x"
-            )
+    keras_worker = workers[0] if args.modes else None
+
+    def ratio(worker, other):
+        if other is None or other is worker:
+            return ""
+        ratios = [ours / theirs for ours, theirs in zip(worker.times, other.times)]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+
+    print(
+        f"\n| {args.height}x{args.width}, {NUM_THREADS} threads | median s | min s | max s | peak RSS MB "
+        f"| vs Keras fp32 | vs torchvision fp32 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for worker in workers:
+        t = worker.times
+        print(
+            f"| {worker.label} | {statistics.median(t):.2f} | {min(t):.2f} | {max(t):.2f} | {worker.peak_rss_mb:.0f} "
+            f"| {ratio(worker, keras_worker)} | {ratio(worker, peer)} |"
+        )
     print(f"load average after: {_load()}")
     return 0
 

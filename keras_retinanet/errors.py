@@ -20,6 +20,13 @@ class SpecConflictError(ValueError):
     """
 
 
+class CalibrationError(ValueError):
+    """Calibration data for post-training quantisation cannot be used (missing, empty, unreadable).
+
+    The message names the path (and, for an image, the dataset it came from).
+    """
+
+
 class OutputError(OSError):
     """An output cannot be written: it is an input, it exists and may not be replaced, or its place is not writable.
 

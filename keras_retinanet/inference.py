@@ -40,7 +40,6 @@ import os
 import time
 import warnings
 
-import cv2
 import numpy as np
 
 from . import constants
@@ -48,7 +47,7 @@ from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # 
 from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, model_file_format
 from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
 from .utils.config import anchor_settings as _config_anchor_settings
-from .utils.image import compute_resize_scale, preprocess_image, read_image_bgr, resize_image
+from .utils.image import compute_resize_scale, letterbox_image, preprocess_image, read_image_bgr, resize_image
 from .utils.prefetch import ordered_map
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
@@ -229,13 +228,26 @@ class SavedModelRunner:
         return self.run(images)
 
 
-def _tflite_interpreter(path, num_threads=None):
+def tflite_runtime():
+    """(Interpreter class, name) of the TFLite interpreter this package runs ``.tflite`` files with.
+
+    LiteRT's (``ai_edge_litert``, the ``tflite`` extra) when it is installed, else TensorFlow's
+    ``tf.lite.Interpreter``. LiteRT's is the faster and much the leaner one: on the ResNet-50
+    RetinaNet at 800x1333, 0.9 GB peak RSS against 2.2 GB (TensorFlow's XNNPACK delegate
+    holds far more memory, and TensorFlow itself takes 0.6 GB), and about 15% less time.
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter  # TensorFlow's successor, if installed
+        import ai_edge_litert
+        from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter
+        return tf.lite.Interpreter, f"tf.lite {tf.__version__}"
+    return Interpreter, f"LiteRT {getattr(ai_edge_litert, '__version__', '')}".strip()
+
+
+def _tflite_interpreter(path, num_threads=None):
+    Interpreter, _ = tflite_runtime()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
         return Interpreter(model_path=os.fspath(path), num_threads=num_threads)
@@ -269,19 +281,14 @@ class TFLiteRunner:
         if details is None:
             raise ModelLoadError(f"{path} is not a TFLite model exported by retinanet-convert-model")
         self.interpreter = interpreter
+        self.runtime = tflite_runtime()[1]
         self.input_height, self.input_width = (int(s) for s in details["shape"][1:3])
         self.input_dtype = np.dtype(details["dtype"])
 
     def prepare(self, image):
         """(the image letterboxed to the input size, (scale, (H, W)) of the original)."""
         height, width = image.shape[:2]
-        scale = 1.0
-        if (height, width) != (self.input_height, self.input_width):
-            scale = min(self.input_height / height, self.input_width / width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            image = np.zeros((self.input_height, self.input_width, 3), dtype=image.dtype)
-            image[: resized.shape[0], : resized.shape[1]] = resized
+        image, scale = letterbox_image(image, self.input_height, self.input_width)
         return image, (scale, (height, width))
 
     def run(self, inputs, contexts):
@@ -320,6 +327,10 @@ class OnnxRunner:
             ) from None
         options = onnxruntime.SessionOptions()
         options.log_severity_level = self.LOG_SEVERITY_ERROR
+        # every graph optimisation (the default, said so): fuses the int8 graphs' QuantizeLinear /
+        # DequantizeLinear pairs into int8 kernels and lays convolutions out in NCHWc blocks
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
         try:

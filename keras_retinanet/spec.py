@@ -32,6 +32,7 @@ from .errors import SpecConflictError, SpecError
 
 SPEC_FORMAT = "keras_retinanet.detector_spec"
 SPEC_VERSION = 1
+QUANTIZE_MODES = (None, "int8", "fp16")  # ExportSpec.quantize
 CONFIG_KEY = "detector_spec"  # key in a RetinaNetModel's Keras config
 METADATA_KEY = SPEC_FORMAT  # TFLite metadata name / ONNX metadata_props key
 SAVED_MODEL_SPEC_PATH = os.path.join("assets.extra", "detector_spec.json")
@@ -140,15 +141,21 @@ class ExportSpec:
 
     format: 'saved_model', 'tflite' or 'onnx'; input_dtype: 'uint8', 'float32' or None
     (a SavedModel has both); channel_order: 'bgr' or 'rgb'; input_size: (H, W) of a TFLite
-    model, None for any size.
+    model, None for any size; quantize: None (float32), 'int8' (post-training static
+    quantisation) or 'fp16' (float16 weights, TFLite); calibration_images: how many images
+    calibrated an int8 graph.
     """
 
     format: str
     channel_order: str = "bgr"
     input_dtype: str = None
     input_size: tuple = None
+    quantize: str = None
+    calibration_images: int = None
 
     def __post_init__(self):
+        if self.quantize not in QUANTIZE_MODES:
+            raise SpecError(f"detector spec field 'export.quantize': expected one of {QUANTIZE_MODES}, got {self.quantize!r}")
         if self.input_size is not None:
             object.__setattr__(self, "input_size", _tuple(self.input_size, int, "export.input_size"))
 

@@ -4,6 +4,7 @@
     retinanet-convert-model snapshots/resnet50_csv_10.keras exported/retinanet      # SavedModel
     retinanet-convert-model snap.keras model.tflite --input-size 480 640
     retinanet-convert-model snap.keras model.onnx --image-min-side 600 --image-max-side 1000
+    retinanet-convert-model snap.keras model_int8.onnx --quantize int8 --calibration train.csv
 
 The format follows MODEL_OUT's suffix (or --format). ``.keras`` is the inference model
 (preprocessed, resized images in; boxes in its input's pixels). SavedModel, TFLite and
@@ -33,6 +34,9 @@ retinanet-convert-model snapshots/resnet50_csv_10.keras model.keras
 retinanet-convert-model snapshots/resnet50_csv_10.keras exported_model
 retinanet-convert-model snapshots/resnet50_csv_10.keras model.tflite --input-size 480 640
 retinanet-convert-model snapshots/resnet50_csv_10.keras model.onnx --score-threshold 0.3
+retinanet-convert-model snapshots/resnet50_csv_10.keras model_int8.onnx --quantize int8 --calibration train.csv
+retinanet-convert-model snapshots/resnet50_csv_10.keras model_int8.tflite --input-size 480 640 \
+    --quantize int8 --calibration photos/ --calibration-images 200
 """
 FILTER_DEFAULTS = {
     "nms_threshold": constants.DEFAULT_NMS_THRESHOLD,
@@ -53,6 +57,11 @@ FORMAT_HELP = """formats:
                 images of other sizes into it (aspect ratio kept, padded).
   .onnx         ONNX (needs the optional tf2onnx: pip install 'keras-retinanet[onnx]'):
                 any image size and batch; --input-dtype uint8|float32.
+Quantisation (--quantize): int8 (TFLite, ONNX) is post-training static quantisation,
+calibrated on --calibration (a CSV annotations file, a COCO or Pascal VOC dataset folder,
+or a folder of images; --calibration-images of them, default 100, spread over the set):
+the convolutional network runs on int8, the box decoding and NMS in float; the graph still
+takes uint8 images and returns boxes in their pixels. fp16 (TFLite): float16 weights.
 Every format keeps NMS and the score threshold in the graph; outputs are padded with -1
 up to --max-detections. Every format carries the model's detector spec (backbone,
 classes, anchors, sizes, filter settings), which retinanet-predict, retinanet-evaluate
@@ -62,7 +71,8 @@ snapshots without one."""
 
 def parse_args(args):
     """Parse the command line (a list of strings)."""
-    from keras_retinanet.export import CHANNEL_ORDERS, DEFAULT_ONNX_OPSET, FORMATS, INPUT_DTYPES
+    from keras_retinanet.calibration import DEFAULT_CALIBRATION_IMAGES
+    from keras_retinanet.export import CHANNEL_ORDERS, DEFAULT_ONNX_OPSET, FORMATS, INPUT_DTYPES, QUANTIZE_MODES
 
     parser = new_parser(
         PROG,
@@ -113,7 +123,21 @@ def parse_args(args):
                        help="TFLite only, required: the fixed size of the images the model takes")
     graph.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET,
                        help=f"ONNX opset (default {DEFAULT_ONNX_OPSET})")
+    quantize = parser.add_argument_group("quantisation (TFLite and ONNX)")
+    quantize.add_argument("--quantize", choices=QUANTIZE_MODES,
+                          help="int8: post-training static quantisation of the convolutional network (int8 "
+                               "per-channel weights; ONNX Runtime QDQ, TFLite int8 kernels), calibrated on "
+                               "--calibration; fp16: float16 weights (TFLite)")
+    quantize.add_argument("--calibration", metavar="DATA",
+                          help="int8 calibration images: a CSV annotations file, a COCO or Pascal VOC dataset "
+                               "folder, or a folder of images (training images, not the validation set)")
+    quantize.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                          help=f"calibration images used, spread over DATA (default {DEFAULT_CALIBRATION_IMAGES})")
+    quantize.add_argument("--calibration-set", metavar="NAME",
+                          help="the COCO / Pascal VOC set of DATA (default train2017 / trainval)")
     parsed = parser.parse_args(args)
+    if parsed.calibration_images < 1:
+        parser.error(f"--calibration-images must be >= 1, got {parsed.calibration_images}")
     if parsed.max_detections is not None and parsed.max_detections < 1:
         parser.error(f"--max-detections must be >= 1, got {parsed.max_detections}")
     if parsed.parallel_iterations is not None and parsed.parallel_iterations < 1:
@@ -131,7 +155,7 @@ def parse_args(args):
 
 
 def check_inputs(args, format):
-    """Raise ToolError for inputs that cannot work, before loading anything heavy."""
+    """Raise ToolError for inputs that cannot work, before loading anything heavy; returns the calibration images."""
     if os.path.isdir(args.model_in):
         raise ToolError(f"{args.model_in} is a folder: give the training snapshot (.keras) to convert")
     if not os.path.isfile(args.model_in):
@@ -139,7 +163,7 @@ def check_inputs(args, format):
     from keras_retinanet.errors import OutputError
     from keras_retinanet.utils.files import OutputPlan
 
-    inputs = [path for path in (args.model_in, args.config) if path]
+    inputs = [path for path in (args.model_in, args.config, args.calibration) if path]
     marker = "saved_model.pb" if format == "saved_model" else None  # only an earlier export is replaced
     try:
         OutputPlan(inputs=inputs, overwrite=args.overwrite).check(args.model_out, "output model", folder_marker=marker)
@@ -158,12 +182,48 @@ def check_inputs(args, format):
 
         if importlib.util.find_spec("tf2onnx") is None:
             raise ToolError("ONNX export needs tf2onnx: pip install 'keras-retinanet[onnx]'")
+        if args.quantize == "int8" and importlib.util.find_spec("onnxruntime") is None:
+            raise ToolError("int8 ONNX export needs onnxruntime (its quantisation tools): pip install 'keras-retinanet[onnx]'")
+    return check_quantize_flags(args, format)
 
 
-def convert(args, format):
-    """Load, convert and write the model; returns (one-line description of the output, notes)."""
+def check_quantize_flags(args, format):
+    """Raise ToolError for quantisation flags that do not fit the output; returns the calibration images."""
+    from keras_retinanet.export import QUANTIZE_FORMATS
+
+    if args.quantize is None:
+        if args.calibration is not None:
+            raise ToolError("--calibration is for --quantize int8")
+        return None
+    if format not in QUANTIZE_FORMATS[args.quantize]:
+        targets = " and ".join(QUANTIZE_FORMATS[args.quantize])
+        raise ToolError(f"--quantize {args.quantize} applies to {targets} outputs, not {format} ({args.model_out})")
+    if args.quantize != "int8":
+        if args.calibration is not None:
+            raise ToolError(f"--calibration is for --quantize int8, not {args.quantize}")
+        return None
+    if args.calibration is None:
+        raise ToolError(
+            "--quantize int8 needs --calibration DATA: a CSV annotations file, a COCO or Pascal VOC dataset folder, "
+            "or a folder of images"
+        )
+    from keras_retinanet.calibration import calibration_images
+    from keras_retinanet.errors import CalibrationError
+
+    try:
+        return calibration_images(args.calibration, args.calibration_images, set_name=args.calibration_set)
+    except CalibrationError as error:
+        raise ToolError(str(error)) from None
+
+
+def convert(args, format, calibration=None):
+    """Load, convert and write the model; returns (one-line description of the output, notes).
+
+    Args:
+        calibration: int8 only: the calibration images (``check_inputs``' result).
+    """
     from keras_retinanet import export
-    from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError
+    from keras_retinanet.errors import CalibrationError, ModelLoadError, OutputError, SpecConflictError, SpecError
     from keras_retinanet.inference import recipe_from_config, open_keras_model
 
     filter_flags = {name: getattr(args, name) for name in FILTER_DEFAULTS if getattr(args, name) is not None}
@@ -213,15 +273,25 @@ def convert(args, format):
             input_dtype=args.input_dtype,
             opset=args.opset,
             spec=spec,
+            quantize=args.quantize,
+            calibration=calibration,
             **graph_options,
         )
-    except (export.ExportError, OutputError) as error:
+    except (export.ExportError, CalibrationError, OutputError) as error:
         raise ToolError(str(error)) from None
     if format == "keras":
         return f"inference model written to {args.model_out}", loaded.recipe.notes
     size = "x".join(str(s) for s in args.input_size) if format == "tflite" else "any size"
     resize = "no resize" if spec.no_resize else f"resized to min side {spec.image_min_side}, max {spec.image_max_side}"
-    message = f"{format} model written to {args.model_out} ({args.input_channels.upper()} images of {size}, {resize})"
+    precision = ""
+    if args.quantize == "int8":
+        precision = f", int8 calibrated on {len(calibration)} images of {args.calibration}"
+    elif args.quantize:
+        precision = f", {args.quantize} weights"
+    message = (
+        f"{format} model written to {args.model_out} ({args.input_channels.upper()} images of {size}, {resize}"
+        f"{precision})"
+    )
     return message, loaded.recipe.notes
 
 
@@ -234,9 +304,9 @@ def main(args=None):
 
     try:
         format = format_from_path(args.model_out, args.format)
-        check_inputs(args, format)
+        calibration = check_inputs(args, format)
         import_tensorflow(args.verbose)
-        message, notes = convert(args, format)
+        message, notes = convert(args, format, calibration)
     except (ToolError, ExportError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

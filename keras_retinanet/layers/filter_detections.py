@@ -92,6 +92,45 @@ def _greedy_nms_keep(boxes, valid, labels, iou_threshold, parallel_iterations):
     return keep
 
 
+NMS_OPS = ("matrix", "builtin")
+
+
+def _builtin_nms_keep(boxes, valid, labels, scores, iou_threshold):
+    """What ``_greedy_nms_keep`` computes, by ``tf.image.non_max_suppression`` image by image.
+
+    One op per image that TFLite has as a builtin (the fixed-point loop of
+    ``_greedy_nms_keep`` becomes a WHILE subgraph, which TFLite's int8 calibrator cannot
+    run). Classes are kept apart by shifting each label's boxes by a multiple of the
+    largest coordinate, so that boxes of two classes never overlap. Needs a static batch
+    size (an exported TFLite graph has batch 1).
+
+    Args:
+        boxes: (B, K, 4) float32, sorted by descending score; valid: (B, K) bool;
+        labels: (B, K) int32 or None (class-agnostic); scores: (B, K) float32.
+
+    Returns:
+        (B, K) bool.
+    """
+    if boxes.shape[0] is None:
+        raise ValueError("builtin NMS needs a static batch size")
+    keeps = []
+    for index in range(boxes.shape[0]):
+        image_boxes, image_valid = boxes[index], valid[index]
+        if labels is not None:
+            extent = tf.reduce_max(tf.abs(image_boxes)) + 1.0
+            image_boxes = image_boxes + tf.cast(labels[index], tf.float32)[:, None] * extent
+        # invalid candidates take part in no suppression (as in _greedy_nms_keep)
+        image_scores = tf.where(image_valid, scores[index], tf.reduce_min(scores[index]) - 1.0)
+        num = tf.shape(image_boxes)[0]
+        selected = tf.image.non_max_suppression(
+            image_boxes, image_scores, max_output_size=num, iou_threshold=iou_threshold,
+            score_threshold=tf.reduce_min(scores[index]) - 0.5,
+        )  # fmt: skip
+        chosen = tf.scatter_nd(selected[:, None], tf.ones_like(selected), shape=num[None]) > 0
+        keeps.append(chosen & image_valid)
+    return tf.stack(keeps)
+
+
 def _pad_to(x, size, axis=1):
     """Pad ``x`` with ``PADDING_VALUE`` along ``axis`` up to ``size`` (it is never longer)."""
     missing = size - tf.shape(x)[axis]
@@ -118,6 +157,7 @@ def filter_detections(
     nms_threshold=DEFAULT_NMS_THRESHOLD,
     pre_nms_top_k=DEFAULT_PRE_NMS_TOP_K,
     parallel_iterations=32,
+    nms_op="matrix",
 ):
     """Filter detections by score, NMS and top-k; batched, or one image as fizyr's version.
 
@@ -133,12 +173,18 @@ def filter_detections(
         nms_threshold: IoU above which a lower-scoring box is suppressed.
         pre_nms_top_k: candidates per image entering NMS (the best-scoring ones).
         parallel_iterations: passed to the NMS ``tf.while_loop``.
+        nms_op: how greedy NMS is computed (the same boxes either way): 'matrix' (the
+            batched fixed-point iteration, a ``tf.while_loop``) or 'builtin'
+            (``tf.image.non_max_suppression`` per image: needs a static batch size; what
+            the TFLite exports use, whose int8 calibrator runs no loops).
 
     Returns:
         [boxes (B, D, 4) float32, scores (B, D) float32, labels (B, D) int32, *other
         (B, D, ...)], D = ``max_detections``, sorted by descending score, padded with -1
         (the batch axis is absent for unbatched inputs).
     """
+    if nms_op not in NMS_OPS:
+        raise ValueError(f"unknown NMS op {nms_op!r}; expected one of {NMS_OPS}")
     other = list(other or [])
     boxes = tf.convert_to_tensor(boxes)
     unbatched = boxes.shape.rank == 2
@@ -171,7 +217,10 @@ def filter_detections(
     candidate_boxes = tf.gather(boxes, candidate_anchors, batch_dims=1)  # (B, K, 4)
 
     keep = candidate_scores > score_threshold
-    if nms:
+    if nms and nms_op == "builtin":
+        labels = candidate_labels if class_specific_filter else None
+        keep = _builtin_nms_keep(candidate_boxes, keep, labels, candidate_scores, nms_threshold)
+    elif nms:
         keep = _greedy_nms_keep(
             candidate_boxes,
             keep,

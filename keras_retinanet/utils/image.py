@@ -14,6 +14,9 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+# file suffixes read as images when a folder is given (what OpenCV decodes)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")  # fmt: skip
 
 
 def preprocess_image(x, mode="caffe"):
@@ -135,6 +138,30 @@ def resize_image(img, min_side=DEFAULT_IMAGE_MIN_SIDE, max_side=DEFAULT_IMAGE_MA
     scale = compute_resize_scale(img.shape, min_side=min_side, max_side=max_side)
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     return img, scale
+
+
+def letterbox_image(image, height, width):
+    """Fit an image into a (height, width) canvas: resize keeping the aspect ratio, pad bottom-right.
+
+    What a model with a fixed input size (TFLite) is given for an image of another size.
+
+    Args:
+        image: (H, W, C) array.
+        height, width: the canvas size.
+
+    Returns:
+        (canvas (height, width, C) of the image's dtype, zero padded; scale: canvas pixels
+        per image pixel, 1.0 when the image has the canvas' size).
+    """
+    rows, cols = image.shape[:2]
+    if (rows, cols) == (height, width):
+        return image, 1.0
+    scale = min(height / rows, width / cols)
+    size = (max(1, min(width, round(cols * scale))), max(1, min(height, round(rows * scale))))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    return canvas, scale
 
 
 class TransformParameters:

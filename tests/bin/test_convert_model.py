@@ -193,3 +193,111 @@ def test_parallel_iterations_reaches_the_filter_layer(snapshot, tmp_path, capsys
     capsys.readouterr()
     assert convert_model.main([str(out), str(tmp_path / "exported"), "--parallel-iterations", "2"]) == 1
     assert "its filter settings are fixed in it (--parallel-iterations given)" in capsys.readouterr().err
+
+
+# --- quantisation (--quantize int8 | fp16) --------------------------------------------
+
+CALIBRATION_IMAGES = 4
+MIN_AGREEMENT = 0.8  # share of the Keras model's top detections that a quantised graph finds too
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(tmp_path_factory):
+    """A folder of images like the test image (the same generator, other seeds)."""
+    folder = tmp_path_factory.mktemp("calibration")
+    rng = np.random.default_rng(11)
+    for index in range(CALIBRATION_IMAGES + 2):
+        image = make_image(rng, *IMAGE_SHAPE, num_objects=3, min_size=20, max_size=50)[0]
+        cv2.imwrite(str(folder / f"{index}.png"), image)
+    return folder
+
+
+def agreement(reference, detections, top=TOP, iou=0.5):
+    """Share of the reference's ``top`` best detections with a same-class detection overlapping it by >= ``iou``."""
+    from keras_retinanet.utils.compute_overlap import compute_overlap
+
+    boxes, labels = np.asarray(detections.boxes, np.float64), np.asarray(detections.labels)
+    if len(boxes) == 0:
+        return 0.0
+    overlaps = compute_overlap(np.asarray(reference.boxes[:top], np.float64), boxes)
+    same = overlaps * (reference.labels[:top, None] == labels[None, :])
+    return float((same.max(axis=1) >= iou).mean())
+
+
+def _quantized(snapshot, out, capsys, *flags):
+    _convert(snapshot, out, *flags)
+    return capsys.readouterr().out
+
+
+def test_int8_onnx_detects_what_the_float_model_detects(snapshot, image, reference, calibration_folder, tmp_path, capsys):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (optional extra: pip install '.[onnx]')")
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (extra 'onnx')")
+    pytest.importorskip("onnxruntime.quantization", reason="onnxruntime is not installed (extra 'onnx')")
+    out = tmp_path / "model_int8.onnx"
+    message = _quantized(snapshot, out, capsys, "--quantize", "int8", "--calibration", str(calibration_folder),
+                         "--calibration-images", str(CALIBRATION_IMAGES))  # fmt: skip
+    assert f"int8 calibrated on {CALIBRATION_IMAGES} images of {calibration_folder}" in message
+    graph = onnx.load(str(out)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the heads' output convolutions and the box decoding stay float: no int8 weights feed them
+    float_convs = [node for node in graph.node if node.op_type == "Conv" and "pyramid_regression_4" in node.name]
+    assert float_convs and not any(name.endswith("_DequantizeLinear_Output") for n in float_convs for name in n.input[1:])
+
+    detector = load_detector(str(out), score_threshold=SCORE_THRESHOLD)
+    export = detector.spec.export
+    assert (export.format, export.quantize, export.calibration_images, export.input_dtype) == ("onnx", "int8", 4, "uint8")
+    assert detector.spec.class_names == load_detector(str(snapshot)).spec.class_names
+    detections = detector.predict(image)
+    assert detections.boxes.dtype == np.float32 and detections.boxes.shape[1] == 4
+    assert agreement(reference, detections) >= MIN_AGREEMENT
+
+
+@pytest.mark.filterwarnings("ignore:\\s*Warning. tf.lite.Interpreter is deprecated:UserWarning")
+def test_int8_and_fp16_tflite_detect_what_the_float_model_detects(
+    snapshot, image, reference, calibration_folder, tmp_path, capsys
+):
+    size = [str(s) for s in IMAGE_SHAPE]
+    out = tmp_path / "model_int8.tflite"
+    message = _quantized(snapshot, out, capsys, "--input-size", *size, "--quantize", "int8",
+                         "--calibration", str(calibration_folder), "--calibration-images", str(CALIBRATION_IMAGES))  # fmt: skip
+    assert f"int8 calibrated on {CALIBRATION_IMAGES} images" in message
+    detector = load_detector(str(out), score_threshold=SCORE_THRESHOLD)
+    assert (detector.spec.export.quantize, detector.spec.export.calibration_images) == ("int8", CALIBRATION_IMAGES)
+    details = detector.runner.runner.get_input_details()["images"]
+    assert tuple(details["shape"]) == (1, *IMAGE_SHAPE, 3) and details["dtype"] == np.uint8
+    assert agreement(reference, detector.predict(image)) >= MIN_AGREEMENT
+
+    half = tmp_path / "model_fp16.tflite"
+    assert "fp16 weights" in _quantized(snapshot, half, capsys, "--input-size", *size, "--quantize", "fp16")
+    detector = load_detector(str(half), score_threshold=SCORE_THRESHOLD)
+    assert detector.spec.export.quantize == "fp16" and detector.spec.export.calibration_images is None
+    dtypes = {np.dtype(t["dtype"]) for t in detector.runner.interpreter.get_tensor_details()}
+    assert np.dtype(np.float16) in dtypes  # the weights (dequantised to float32 when the interpreter loads them)
+    assert agreement(reference, detector.predict(image)) == 1.0  # fp16 weights: the same boxes, scores within ~1e-3
+
+
+def test_bad_quantisation_flags_give_one_line_before_any_work(snapshot, calibration_folder, tmp_path, capsys):
+    calibration = ["--calibration", str(calibration_folder)]
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.keras"), "--quantize", "int8", *calibration])
+    assert message.endswith(f"--quantize int8 applies to tflite and onnx outputs, not keras ({tmp_path / 'm.keras'})")
+    message = _error(capsys, [str(snapshot), str(tmp_path / "exported"), "--quantize", "fp16"])
+    assert "--quantize fp16 applies to tflite outputs, not saved_model" in message
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.onnx"), "--quantize", "fp16"])
+    assert "--quantize fp16 applies to tflite outputs, not onnx" in message
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.onnx"), "--quantize", "int8"])
+    assert "--quantize int8 needs --calibration DATA" in message
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.onnx"), *calibration])
+    assert message.endswith("--calibration is for --quantize int8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.onnx"), "--quantize", "int8", "--calibration", str(empty)])
+    assert message == f"retinanet-convert-model: error: no images in folder {empty} (looked for .jpg, " + message.split(
+        "(looked for .jpg, ", 1
+    )[1]
+    missing = tmp_path / "missing.csv"
+    message = _error(capsys, [str(snapshot), str(tmp_path / "m.onnx"), "--quantize", "int8", "--calibration", str(missing)])
+    assert message == f"retinanet-convert-model: error: calibration data not found: {missing}"
+    with pytest.raises(SystemExit):
+        convert_model.parse_args([str(snapshot), "m.onnx", "--calibration-images", "0"])
+    assert not any(tmp_path.glob("m.*")) and not os.path.exists(tmp_path / "exported")

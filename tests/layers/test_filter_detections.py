@@ -146,9 +146,10 @@ def test_fewer_anchors_than_max_detections_are_padded():
     assert (s[0, 2:] == -1).all() and (b[0, 2:] == -1).all()
 
 
+@pytest.mark.parametrize("nms_op", ["matrix", "builtin"])
 @pytest.mark.parametrize("class_specific", [True, False])
 @pytest.mark.parametrize("nms", [True, False])
-def test_matches_numpy_reference_on_random_input(class_specific, nms):
+def test_matches_numpy_reference_on_random_input(class_specific, nms, nms_op):
     rng = np.random.default_rng(3)
     num_anchors, num_classes, max_detections = 400, 4, 50
     xy = rng.uniform(0, 100, size=(2, num_anchors, 2))
@@ -157,7 +158,7 @@ def test_matches_numpy_reference_on_random_input(class_specific, nms):
     scores = (rng.uniform(size=(2, num_anchors, num_classes)) ** 4).astype(np.float32)
     out = _np(
         filter_detections(
-            boxes, scores, class_specific_filter=class_specific, nms=nms, max_detections=max_detections
+            boxes, scores, class_specific_filter=class_specific, nms=nms, max_detections=max_detections, nms_op=nms_op
         )
     )
     for i in range(2):
@@ -196,3 +197,8 @@ def test_layer_in_a_model_config_roundtrip_and_specs():
 def test_layer_rejects_nonpositive_max_detections():
     with pytest.raises(ValueError, match="max_detections"):
         FilterDetections(max_detections=0)
+
+
+def test_unknown_nms_op_is_an_error():
+    with pytest.raises(ValueError, match="unknown NMS op 'fast'"):
+        filter_detections(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 2), np.float32), nms_op="fast")

@@ -457,12 +457,12 @@ def _calibration_image(image):
     """A calibration image as (H, W, 3) uint8, or CalibrationError."""
     import numpy as np
 
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise CalibrationError(f"calibration images must be (H, W, 3) BGR arrays, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return image
+    from .utils.image import bgr_uint8
+
+    try:
+        return bgr_uint8(image)
+    except ValueError:
+        raise CalibrationError(f"calibration images must be (H, W, 3) BGR arrays, got shape {np.shape(image)}") from None
 
 
 def _tflite_convert(saved_model_dir, flex, quantize=None, representative=None):

@@ -47,7 +47,7 @@ from .errors import ModelLoadError, SpecConflictError, SpecError, first_line  # 
 from .export import INPUT_NAME, OUTPUT_NAMES, SERVING_SIGNATURES, model_file_format
 from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_spec, resolve_recipe
 from .utils.config import anchor_settings as _config_anchor_settings
-from .utils.image import compute_resize_scale, letterbox_image, preprocess_image, read_image_bgr, resize_image
+from .utils.image import bgr_uint8, compute_resize_scale, letterbox_image, preprocess_image, read_image_bgr, resize_image
 from .utils.prefetch import ordered_map
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
@@ -365,12 +365,7 @@ def _as_image(image):
     """(H, W, 3) uint8 BGR image from a path or an array (other dtypes are clipped to 0..255)."""
     if isinstance(image, (str, os.PathLike)):
         return read_image_bgr(image)
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a (H, W, 3) BGR image, got an array of shape {image.shape}")
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return image
+    return bgr_uint8(image)
 
 
 def select_detections(boxes, scores, labels, score_threshold=DEFAULT_SCORE_THRESHOLD, max_detections=None):

@@ -140,6 +140,20 @@ def resize_image(img, min_side=DEFAULT_IMAGE_MIN_SIDE, max_side=DEFAULT_IMAGE_MA
     return img, scale
 
 
+def bgr_uint8(image):
+    """``image`` as a (H, W, 3) uint8 array (other dtypes are clipped to 0..255).
+
+    Raises:
+        ValueError: not an (H, W, 3) array.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a (H, W, 3) BGR image, got an array of shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
 def letterbox_image(image, height, width):
     """Fit an image into a (height, width) canvas: resize keeping the aspect ratio, pad bottom-right.
 

@@ -34,6 +34,10 @@ class OutputError(OSError):
     """
 
 
+class ClusterConfigError(ValueError):
+    """The cluster of a multi-worker run (the TF_CONFIG environment variable) is missing or malformed."""
+
+
 def first_line(error, max_length=None):
     """The first line of an exception's message (its type name if the message is empty).
 

@@ -6,15 +6,25 @@ function that trains. ``create_generators``, ``create_models`` and ``create_call
 keep fizyr's names for scripts that assemble their own training.
 """
 import os
+import secrets
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_retinanet import losses, models
+from keras_retinanet import constants, losses, models
+from keras_retinanet.distribute import (
+    ONLY_WORKER,
+    WorkerGroup,
+    distribute_input,
+    in_multi_worker_mode,
+    multi_worker_strategy,
+    read_tf_config,
+)
 from keras_retinanet.errors import ModelLoadError, OutputError, SpecConflictError, SpecError, first_line
 from keras_retinanet.callbacks.training import (
+    ChiefLogs,
     EpochLog,
     EpochSummary,
     best_in_log,
@@ -40,6 +50,7 @@ from keras_retinanet.spec import (
 from keras_retinanet.utils.anchors import AnchorParameters, check_anchor_levels
 from keras_retinanet.utils.config import anchor_settings, read_config_file
 from keras_retinanet.utils.image import random_visual_effect_generator
+from keras_retinanet.utils.model import synchronize_batch_norm
 from keras_retinanet.utils.transform import random_transform_generator
 
 
@@ -60,13 +71,17 @@ def create_strategy(name="auto", multi_gpu=0):
         name: 'auto' (mirrored over ``multi_gpu`` GPUs when > 1, else the default),
             'default' (one device), 'mirrored' (all visible GPUs; without GPUs, all
             logical CPU devices, which is how the distributed path is tested on a CPU),
-            'multi-worker' (MultiWorkerMirroredStrategy configured by TF_CONFIG).
+            'multi-worker' (MultiWorkerMirroredStrategy configured by TF_CONFIG: see
+            ``keras_retinanet.distribute``). Create it before TensorFlow runs any op: the
+            multi-worker strategy cannot be created after.
         multi_gpu: number of GPUs for 'auto'.
+
+    Raises:
+        SetupError: --multi-gpu asks for more GPUs than are visible.
+        ClusterConfigError: 'multi-worker' without a valid TF_CONFIG.
     """
     if name == "multi-worker":
-        if "TF_CONFIG" not in os.environ:
-            raise SetupError("--strategy multi-worker needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
@@ -179,11 +194,20 @@ def random_augmentation(prng=None):
     return transform_generator, visual_effect_generator
 
 
+def _data_seed(args):
+    """Seed of the order of the training images (grouping, shuffling) and of their augmentation:
+    ``--seed``, or the one the workers of a multi-worker run agreed on, or None (another every run)."""
+    seed = getattr(args, "data_seed", None)
+    return getattr(args, "seed", None) if seed is None else seed
+
+
 def create_generators(args, preprocess_image, spec=None):
     """Training and validation generators for ``args.dataset_type`` (validation may be None).
 
     The training generator augments when ``args.random_transform`` is set (affine
-    transforms and colour changes), else only flips horizontally half of the time.
+    transforms and colour changes), else only flips horizontally half of the time. With
+    ``args.seed`` the image order and the augmentation are repeatable (a multi-worker run
+    without it agrees on one seed: its workers must cut the same batches).
 
     Args:
         args: parsed retinanet-train arguments.
@@ -191,6 +215,7 @@ def create_generators(args, preprocess_image, spec=None):
         spec: ``DetectorSpec`` with the anchors, pyramid levels and image sizes of the run
             (``training_recipe``); default: ``args``.
     """
+    seed = _data_seed(args)
     common = {
         "batch_size": args.batch_size,
         "config": getattr(args, "config_parsed", None),
@@ -198,13 +223,15 @@ def create_generators(args, preprocess_image, spec=None):
         "image_max_side": args.image_max_side if spec is None else spec.image_max_side,
         "no_resize": bool(args.no_resize if spec is None else spec.no_resize),
         "preprocess_image": preprocess_image,
+        "seed": seed,
     }
     if spec is not None:
         common.update(anchor_params=spec.anchor_params, pyramid_levels=spec.pyramid_levels)
+    prng = None if seed is None else np.random.RandomState(seed)  # None: seeded by the OS
     if args.random_transform:
-        transform_generator, visual_effect_generator = random_augmentation()
+        transform_generator, visual_effect_generator = random_augmentation(prng)
     else:
-        transform_generator = random_transform_generator(flip_x_chance=0.5)
+        transform_generator = random_transform_generator(prng=prng, flip_x_chance=0.5)
         visual_effect_generator = None
     train_kwargs = dict(
         common,
@@ -371,15 +398,26 @@ def compile_training_model(model, lr=1e-5, optimizer_clipnorm=0.001, optimizer="
     )
 
 
-def create_callbacks(model, training_model, prediction_model, validation_generator, args, train_generator=None):
+def create_callbacks(
+    model, training_model, prediction_model, validation_generator, args, train_generator=None, workers=None
+):
     """Snapshots, NaN guard, validation mAP, LR schedule, early stopping, TensorBoard, summaries.
+
+    Args:
+        workers: ``distribute.WorkerGroup`` of a multi-worker run, or None. Only the chief
+            evaluates (its mAP is then shared with every worker, ``ChiefLogs``) and writes
+            snapshots, the CSV log and TensorBoard; the time limit and a time-based
+            schedule read a clock all workers share, so that they all stop, and change
+            their learning rate, at the same step.
 
     Returns:
         (callbacks, snapshot callback or None, NaN guard, epoch summary).
     """
     callbacks = []
+    chief = workers is None or workers.role.is_chief
+    clock = {} if workers is None else {"clock": workers.clock}
     tensorboard = None
-    if args.tensorboard_dir:
+    if args.tensorboard_dir and chief:
         os.makedirs(args.tensorboard_dir, exist_ok=True)
         freq = int(args.tensorboard_freq) if str(args.tensorboard_freq).isdigit() else args.tensorboard_freq
         tensorboard = keras.callbacks.TensorBoard(log_dir=args.tensorboard_dir, update_freq=freq)
@@ -387,20 +425,23 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
     if args.evaluation and validation_generator is not None:
         from keras_retinanet.callbacks.eval import Evaluate
 
-        callbacks.append(
-            Evaluate(
-                validation_generator,
-                tensorboard=tensorboard,
-                weighted_average=args.weighted_average,
-                prediction_model=prediction_model,
-                verbose=1 if _interactive() else 0,  # in a log file: the mAP is in the epoch's line
+        if chief:
+            callbacks.append(
+                Evaluate(
+                    validation_generator,
+                    tensorboard=tensorboard,
+                    weighted_average=args.weighted_average,
+                    prediction_model=prediction_model,
+                    verbose=1 if _interactive() else 0,  # in a log file: the mAP is in the epoch's line
+                )
             )
-        )
+        if workers is not None:
+            callbacks.append(ChiefLogs(workers, ["mAP"]))
     if tensorboard is not None:
         callbacks.append(tensorboard)  # after Evaluate, so that mAP is in the logs it writes
 
     snapshot = None
-    if args.snapshots:
+    if args.snapshots and chief:
         has_map = args.evaluation and validation_generator is not None
         snapshot = Snapshot(
             args.snapshot_path,
@@ -423,7 +464,7 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
     monitor_map = args.evaluation and validation_generator is not None
     if getattr(args, "lr_schedule", "plateau") == "cosine":
         if getattr(args, "time_limit", None):
-            length = {"seconds": args.time_limit * 60}
+            length = {"seconds": args.time_limit * 60, **clock}
         else:
             length = {"total_steps": args.epochs * args.steps}
         callbacks.append(CosineSchedule(args.lr, warmup_steps=getattr(args, "warmup_steps", 0), **length))
@@ -447,7 +488,7 @@ def create_callbacks(model, training_model, prediction_model, validation_generat
             )
         )
     if getattr(args, "time_limit", None):
-        callbacks.append(TimeLimit(args.time_limit * 60))
+        callbacks.append(TimeLimit(args.time_limit * 60, **clock))
     skipped = [getattr(g, "skipped_images", None) for g in (train_generator, validation_generator) if g is not None]
     summary = EpochSummary(args.batch_size, skipped=skipped, interactive=_interactive())
     callbacks.append(summary)
@@ -708,6 +749,21 @@ def _plan_snapshots(args, backbone_name, initial_epoch):
     return lock, notes
 
 
+def _worker_note(args, role, replicas):
+    """What a worker of a multi-worker run does, for the notes."""
+    per_replica = args.batch_size // replicas
+    local = replicas // role.count  # MultiWorkerMirroredStrategy: the same devices on every worker
+    loads = f"this worker loads {per_replica * local} of the {args.batch_size} images of every batch"
+    if local > 1:
+        loads += f" ({per_replica} on each of its {local} replicas)"
+    writes = (
+        "it evaluates and writes the snapshots, the log and TensorBoard"
+        if role.is_chief
+        else "the chief evaluates and writes the snapshots, the log and TensorBoard; this worker writes nothing"
+    )
+    return f"{role.describe()}: global batch {args.batch_size} over {replicas} replicas; {loads}; {writes}"
+
+
 def prepare(args):
     """Check the inputs and build generators, models and callbacks; return the ``TrainingRun``.
 
@@ -720,6 +776,12 @@ def prepare(args):
     import argparse
 
     args = argparse.Namespace(**vars(args))
+    # first: a MultiWorkerMirroredStrategy cannot be created once TensorFlow has run an op
+    strategy = create_strategy(args.strategy, args.multi_gpu)
+    role = read_tf_config().role if in_multi_worker_mode(strategy) else ONLY_WORKER
+    if not role.is_chief:  # the chief writes the run's files (and locks their folder); the others nothing
+        args.snapshots = False
+        args.tensorboard_dir = ""
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -750,7 +812,7 @@ def prepare(args):
     lock, snapshot_notes = _plan_snapshots(args, args.backbone, initial_epoch)
     notes += snapshot_notes
     try:
-        return _prepare_run(args, spec, backbone, initial_epoch, notes, lock)
+        return _prepare_run(args, spec, backbone, initial_epoch, notes, lock, strategy, role)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -762,14 +824,19 @@ def prepare(args):
         raise
 
 
-def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
-    """The rest of ``prepare``, with the snapshot folder locked."""
-    strategy = create_strategy(args.strategy, args.multi_gpu)
+def _prepare_run(args, spec, backbone, initial_epoch, notes, lock, strategy, role):
+    """The rest of ``prepare``, with the snapshot folder locked (by the chief)."""
     replicas = strategy.num_replicas_in_sync
     if args.batch_size < replicas or args.batch_size % replicas:
         raise SetupError(
             f"--batch-size ({args.batch_size}) must be a multiple of the number of replicas ({replicas})"
         )
+    multi_worker = role.count > 1
+    group = WorkerGroup(strategy, role) if multi_worker else None
+    if multi_worker:
+        notes.append(_worker_note(args, role, replicas))
+        if args.seed is None:  # the workers must cut the same batches: one order of the images for all
+            args.data_seed = round(group.from_chief([float(secrets.randbits(31))])[0])
 
     train_generator, validation_generator = create_generators(args, backbone.preprocess_image, spec)
     if train_generator.size() == 0:
@@ -840,16 +907,36 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock):
                     f"cannot get the ImageNet weights of {args.backbone} ({error}); "
                     "train from scratch with --no-weights or give a file with --weights"
                 ) from error
+    # a trainable BatchNormalization normalises by the statistics of the global batch, as on one device
+    synchronize_batch_norm(model, replicas > 1)
+    if multi_worker:
+        # evaluation runs on the chief alone: its inference model must run no collective op
+        # (one built in the strategy's scope would gather its outputs from every worker)
+        prediction_model = (
+            retinanet_bbox(model=model, anchor_params=spec.anchor_params, pyramid_levels=spec.pyramid_levels)
+            if role.is_chief
+            else None
+        )
     workers = tf.data.AUTOTUNE if args.workers < 0 else max(1, args.workers)
-    train_data = build_dataset(
-        train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size, repeat=True, seed=args.seed
-    )
+
+    def train_input(shard=None):
+        return build_dataset(
+            train_generator, num_parallel_calls=workers, prefetch=args.max_queue_size, repeat=True,
+            seed=_data_seed(args), shard=shard,
+        )  # fmt: skip
+
+    def validation_input(shard=None):
+        return build_dataset(validation_generator, shuffle=False, num_parallel_calls=workers, repeat=False, shard=shard)
+
+    # a multi-worker run: each worker loads only its replicas' slices of every batch
+    train_data = distribute_input(strategy, train_input) if multi_worker else train_input()
     validation_data = None
     if args.compute_val_loss and validation_generator is not None:
-        validation_data = build_dataset(validation_generator, num_parallel_calls=workers, repeat=False)
+        validation_data = distribute_input(strategy, validation_input) if multi_worker else validation_input()
     callbacks, snapshot, nan_guard, _ = create_callbacks(
-        model, training_model, prediction_model, validation_generator, args, train_generator
-    )
+        model, training_model, prediction_model, validation_generator, args, train_generator,
+        workers=group,
+    )  # fmt: skip
 
     def train():
         try:

@@ -84,7 +84,14 @@ def parse_args(args):
         "64 or 128 train several times faster on small images and few classes",
     )
     parser.add_argument("--head-depth", type=int, help="hidden 3x3 conv layers in each head (default: 4)")
-    parser.add_argument("--batch-size", type=int, default=1, help="global batch size (default: 1)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="global batch size: the images of one step over all replicas, on all workers (default: 1). "
+        "Under --strategy mirrored / multi-worker it is split evenly over the replicas; with multi-worker, each "
+        "worker loads batch-size / workers images per step (give the same value on every worker)",
+    )
     parser.add_argument("--gpu", help="ids of the GPUs to use (as CUDA_VISIBLE_DEVICES), e.g. 0 or 0,1")
     parser.add_argument(
         "--multi-gpu", type=int, default=0, help="train on this many GPUs with tf.distribute.MirroredStrategy"
@@ -95,7 +102,8 @@ def parse_args(args):
         choices=STRATEGIES,
         default="auto",
         help="distribution: auto (mirrored over --multi-gpu GPUs, else default), default (one device), "
-        "mirrored (all visible GPUs), multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG)",
+        "mirrored (all visible GPUs), multi-worker (one process per machine, MultiWorkerMirroredStrategy: "
+        "TF_CONFIG names the cluster and this worker; the chief writes the snapshots, logs and TensorBoard)",
     )
     parser.add_argument("--initial-epoch", type=int, help="epoch to start at (default: 0, or the snapshot's)")
     parser.add_argument("--epochs", type=int, default=50, help="number of epochs (default: 50)")
@@ -334,6 +342,10 @@ def main(args=None):
         LOGGER.info(MULTIPROCESSING_NOTE)
     try:
         check_inputs(args)
+        if args.strategy == "multi-worker":
+            from keras_retinanet.distribute import read_tf_config
+
+            read_tf_config()  # a bad cluster fails here, before TensorFlow starts
         if args.gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
         import_tensorflow(args.verbose)

@@ -417,3 +417,32 @@ class EpochSummary(keras.callbacks.Callback):
             parts.append(describe_skipped(new))
         # Keras finishes its progress bar after the user's callbacks: start on a fresh line
         self.print_fn(("\n" if self.interactive else "") + " | ".join(parts))
+
+
+class ChiefLogs(keras.callbacks.Callback):
+    """Give every worker the chief's values of epoch logs only the chief computes (its mAP).
+
+    Put it after the evaluation callback and before the ones that read the values
+    (EarlyStopping, the snapshots' "best", the epoch summary): they then decide the same
+    on every worker. A value the chief does not have is removed from every worker's logs.
+
+    Args:
+        workers: the run's ``distribute.WorkerGroup`` (anything with its ``from_chief``).
+        keys: the log entries to share.
+    """
+
+    def __init__(self, workers, keys=("mAP",)):
+        super().__init__()
+        self.workers = workers
+        self.keys = tuple(keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        values = [logs.get(key) for key in self.keys]
+        shared = self.workers.from_chief([None if value is None else float(value) for value in values])
+        for key, value in zip(self.keys, shared):
+            if value is None:
+                logs.pop(key, None)
+            else:
+                logs[key] = value

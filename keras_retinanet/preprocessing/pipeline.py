@@ -20,11 +20,18 @@ Elements: ``(images, {"regression": regression, "classification": classification
 with N the anchors of an (H, W) input and anchor state -1 ignore / 0 negative /
 1 positive: the values ``Generator[i]`` gives for the same images and augmentation.
 An epoch is ``steps_per_epoch(generator)`` batches.
+
+Distributed training (``BatchShard``): each of the generator's batches (the global batch)
+is cut into equal per-replica slices and a pipeline loads only its own slices, so every
+worker of a multi-worker run decodes only its share of the images. The random draws are
+made for the whole global batch on every pipeline (cheap), so the slices get the
+augmentation that one process loading the whole batch would give them.
 """
 import atexit
 import itertools
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -89,6 +96,35 @@ class _ShutdownGuard:
 _GUARD = _ShutdownGuard()
 
 
+class BatchShard(NamedTuple):
+    """The part of every global batch that one input pipeline loads.
+
+    Every group (global batch) of the generator is cut into ``slices`` equal per-replica
+    batches, in order; the pipeline yields slices ``first`` .. ``first + count - 1`` of each
+    group as separate elements (one per replica of its worker). ``BatchShard(0, 1, 1)`` is
+    the whole batch.
+    """
+
+    first: int
+    count: int
+    slices: int
+
+    def check(self, batch_size):
+        """Raise ValueError unless the shard fits groups of ``batch_size`` images."""
+        if self.slices < 1 or self.count < 1 or not 0 <= self.first <= self.slices - self.count:
+            raise ValueError(f"invalid batch shard {tuple(self)}: expected 0 <= first <= slices - count, count >= 1")
+        if batch_size % self.slices:
+            raise ValueError(f"a batch of {batch_size} images cannot be cut into {self.slices} equal slices")
+
+    def positions(self, batch_size):
+        """[(start, stop)] of this shard's slices within a group of ``batch_size`` images."""
+        size = batch_size // self.slices
+        return [(i * size, (i + 1) * size) for i in range(self.first, self.first + self.count)]
+
+
+WHOLE_BATCH = BatchShard(0, 1, 1)
+
+
 def steps_per_epoch(generator):
     """Batches in one epoch of ``build_dataset(generator)`` (= ``len(generator)``)."""
     return len(generator.groups)
@@ -113,12 +149,15 @@ class _EffectRegistry:
             return self._effects.pop(int(effect_id))
 
 
-def _source(generator, shuffle, rng, effects):
-    """Python generator of one epoch, one group (batch) at a time.
+def _source(generator, shuffle, rng, effects, shard=WHOLE_BATCH):
+    """Python generator of one epoch, one group (batch), or one slice of it per ``shard``, at a time.
+
+    The augmentation of every image of a group is drawn, in group order, whichever slices
+    are kept: the draws do not depend on the shard.
 
     Yields:
-        image indices (B,) int64, effect ids (B,) int64 (-1: none), raw transforms
-        (B, 3, 3) float64 and has-transform flags (B,) bool.
+        image indices (b,) int64, effect ids (b,) int64 (-1: none), raw transforms
+        (b, 3, 3) float64 and has-transform flags (b,) bool; b = B / ``shard.slices``.
     """
 
     def epoch():
@@ -128,11 +167,15 @@ def _source(generator, shuffle, rng, effects):
         for group in groups:
             if _GUARD.stopping:
                 return
+            kept = np.zeros(len(group), dtype=bool)
+            for start, stop in shard.positions(len(group)):
+                kept[start:stop] = True
             effect_ids, transforms, has_transform = [], [], []
-            for _ in group:
+            for position in range(len(group)):
                 effect_id = -1
                 if generator.visual_effect_generator is not None:
-                    effect_id = effects.put(next(generator.visual_effect_generator))
+                    effect = next(generator.visual_effect_generator)
+                    effect_id = effects.put(effect) if kept[position] else -1
                 effect_ids.append(effect_id)
                 if generator.transform_generator is not None:
                     transforms.append(next(generator.transform_generator))
@@ -140,12 +183,13 @@ def _source(generator, shuffle, rng, effects):
                 else:
                     transforms.append(_IDENTITY)
                     has_transform.append(False)
-            yield (
-                np.asarray(group, dtype=np.int64),
-                np.asarray(effect_ids, dtype=np.int64),
-                np.asarray(transforms, dtype=np.float64).reshape(len(group), 3, 3),
-                np.asarray(has_transform, dtype=bool),
-            )
+            for start, stop in shard.positions(len(group)):
+                yield (
+                    np.asarray(group[start:stop], dtype=np.int64),
+                    np.asarray(effect_ids[start:stop], dtype=np.int64),
+                    np.asarray(transforms[start:stop], dtype=np.float64).reshape(stop - start, 3, 3),
+                    np.asarray(has_transform[start:stop], dtype=bool),
+                )
 
     return epoch
 
@@ -195,6 +239,7 @@ def build_dataset(
     repeat=False,
     seed=None,
     deterministic=True,
+    shard=None,
 ):
     """tf.data pipeline of training batches over ``generator`` (see the module docstring).
 
@@ -211,18 +256,26 @@ def build_dataset(
         seed: seed of the group shuffling (the augmentation draws use the generators'
             own prng); None: a different order every run.
         deterministic: keep dataset order under parallelism (needed for repeatability).
+        shard: ``BatchShard``: load only these slices of every batch (distributed
+            training; ``distribute.distribute_input`` chooses them); None: whole batches.
 
     Returns:
         ``tf.data.Dataset`` of ``(images (B, H, W, 3) float32, {"regression": (B, N, 5)
         float32, "classification": (B, N, C + 1) float32})``, ``steps_per_epoch(generator)``
-        batches per epoch.
+        batches per epoch (with a shard: ``shard.count`` slices of B / ``shard.slices``
+        images per batch, padded each on its own).
+
+    Raises:
+        ValueError: the shard does not cut the generator's batches into equal slices.
     """
+    shard = WHOLE_BATCH if shard is None else BatchShard(*shard)
+    shard.check(generator.batch_size)
     rng = np.random.default_rng(seed)
     effects = _EffectRegistry()
     num_classes = generator.num_classes()
 
     dataset = tf.data.Dataset.from_generator(
-        _source(generator, shuffle, rng, effects),
+        _source(generator, shuffle, rng, effects, shard),
         output_signature=(
             tf.TensorSpec((None,), tf.int64),
             tf.TensorSpec((None,), tf.int64),
@@ -247,7 +300,7 @@ def build_dataset(
 
     dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if not repeat:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(generator)))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(generator) * shard.count))
     if prefetch is not None:
         dataset = dataset.prefetch(prefetch)
     options = tf.data.Options()

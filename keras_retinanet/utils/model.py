@@ -1,4 +1,4 @@
-"""Model utilities: freezing layers, folding batch normalisation for inference."""
+"""Model utilities: freezing layers, synchronised batch normalisation, folding it for inference."""
 import keras
 import numpy as np
 
@@ -17,6 +17,39 @@ def freeze(model):
     for layer in model.layers:
         layer.trainable = False
     return model
+
+
+def _layers(model):
+    """Every layer of ``model``, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def synchronize_batch_norm(model, synchronized=True):
+    """Make the trainable BatchNormalization layers of ``model`` use the global batch's statistics.
+
+    Under a ``tf.distribute`` strategy a BatchNormalization layer normalises by the mean
+    and variance of its replica's share of the batch, unless it is synchronised: then
+    they are all-reduced over the replicas, and training equals training on one device
+    with the whole batch. Without a strategy the two are the same. Frozen layers (run in
+    inference mode) compute no statistics and are left as they are. Keras saves the
+    setting with the model; a run sets it again for itself.
+
+    Args:
+        model: keras.Model.
+        synchronized: True to synchronise, False for per-replica statistics.
+
+    Returns:
+        The number of layers set.
+    """
+    count = 0
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            layer.synchronized = bool(synchronized)
+            count += 1
+    return count
 
 
 def _producers(inbound_nodes):

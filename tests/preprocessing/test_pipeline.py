@@ -127,3 +127,47 @@ def test_an_unreadable_image_is_skipped_named_and_replaced(tmp_path):
         os.remove(generator.image_path(index))
     with pytest.raises(tf.errors.OpError, match="images in a row could not be read"):
         _numpy(build_dataset(generator, shuffle=False))
+
+
+def test_shards_load_their_slices_of_the_batches_augmented_as_the_whole_batch(tmp_path):
+    from keras_retinanet.preprocessing.pipeline import BatchShard
+
+    paths = synthetic.make_dataset(str(tmp_path), {"train": 8}, seed=4, image_size=64, min_size=20, max_size=40)
+
+    def run(shard, loaded):
+        generator = CSVGenerator(
+            paths["train"], paths["classes"], batch_size=4, image_min_side=64, image_max_side=64, seed=2,
+            transform_generator=random_transform_generator(prng=np.random.RandomState(5), flip_x_chance=0.5),
+            visual_effect_generator=random_visual_effect_generator(prng=np.random.RandomState(6)),
+        )  # fmt: skip
+        load_image = generator.load_image
+        generator.load_image = lambda index: loaded.append(index) or load_image(index)
+        return _numpy(build_dataset(generator, seed=9, shard=shard).take(4))
+
+    whole_loaded, first_loaded, second_loaded = [], [], []
+    whole = run(None, whole_loaded)
+    first, second = run(BatchShard(0, 1, 2), first_loaded), run(BatchShard(1, 1, 2), second_loaded)
+    assert len(whole) == 2 and len(first) == len(second) == 2  # an epoch: two batches, two half batches each
+    for (images, targets), (images_a, targets_a), (images_b, targets_b) in zip(whole, first, second):
+        assert images_a.shape[0] == images_b.shape[0] == 2
+        np.testing.assert_array_equal(np.concatenate([images_a, images_b]), images)
+        for key in ("regression", "classification"):
+            np.testing.assert_array_equal(np.concatenate([targets_a[key], targets_b[key]]), targets[key])
+    # each shard decoded its half of the images only
+    assert sorted(first_loaded + second_loaded) == sorted(whole_loaded) == list(range(8))
+    assert not set(first_loaded) & set(second_loaded)
+
+    # a worker with two replicas: both slices, one element each
+    both = run(BatchShard(0, 2, 2), [])
+    assert len(both) == 4
+    np.testing.assert_array_equal(np.concatenate([both[0][0], both[1][0]]), whole[0][0])
+
+
+def test_a_shard_must_cut_the_batch_into_equal_slices(mixed_dataset):
+    from keras_retinanet.preprocessing.pipeline import BatchShard
+
+    with pytest.raises(ValueError, match="a batch of 4 images cannot be cut into 3 equal slices"):
+        build_dataset(_generator(mixed_dataset, batch_size=4), shard=BatchShard(0, 1, 3))
+    with pytest.raises(ValueError, match="invalid batch shard"):
+        build_dataset(_generator(mixed_dataset, batch_size=4), shard=BatchShard(2, 1, 2))
+    assert BatchShard(1, 1, 2).positions(4) == [(2, 4)]

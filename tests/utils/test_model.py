@@ -1,9 +1,16 @@
-"""utils.model: freeze and fold_batch_normalization."""
+"""utils.model: freeze, synchronize_batch_norm and fold_batch_normalization."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
+import pytest
 
 from keras_retinanet import models
-from keras_retinanet.utils.model import fold_batch_normalization, freeze
+from keras_retinanet.utils.model import fold_batch_normalization, freeze, synchronize_batch_norm
 
 
 def _randomise_batch_norm(model, seed=0):
@@ -80,3 +87,75 @@ def test_fold_batch_normalization_without_batch_norm_returns_the_model():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
     assert fold_batch_normalization(model) is model
+
+
+def test_synchronize_batch_norm_sets_the_trainable_layers_only():
+    inputs = keras.Input((8, 8, 3))
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    hidden = keras.layers.BatchNormalization(name="trained")(frozen(keras.layers.Conv2D(4, 3)(inputs)))
+    inner = keras.Model(inputs, hidden)
+    outer_inputs = keras.Input((8, 8, 3))
+    model = keras.Model(outer_inputs, keras.layers.BatchNormalization(name="outer")(inner(outer_inputs)))
+    assert synchronize_batch_norm(model) == 2  # the nested model's too
+    assert model.get_layer("outer").synchronized and inner.get_layer("trained").synchronized
+    assert not inner.get_layer("frozen").synchronized
+    assert synchronize_batch_norm(model, False) == 2 and not model.get_layer("outer").synchronized
+
+
+SYNC_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_retinanet.utils.model import synchronize_batch_norm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 3.0, (8, 12, 12, 3)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(5)
+        inputs = keras.Input((12, 12, 3))
+        h = inputs
+        for _ in range(3):
+            h = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same")(h)))
+        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(h)))
+        model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.1))
+        return model
+
+    def train(model):
+        data = tf.data.Dataset.from_tensors((x, y)).repeat()
+        losses = model.fit(data, steps_per_epoch=1, epochs=3, verbose=0).history["loss"]
+        return losses, [w.numpy().tolist() for w in model.trainable_weights]
+
+    results = {"single": train(build())}
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for synchronized in (True, False):
+        with strategy.scope():
+            model = build()
+            synchronize_batch_norm(model, synchronized)
+        results[str(synchronized)] = train(model)
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.mark.slow
+def test_synchronized_batch_norm_trains_two_replicas_as_one_device(tmp_path):
+    script = tmp_path / "sync.py"
+    script.write_text(SYNC_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    single_losses, single_weights = results["single"]
+    synced_losses, synced_weights = results["True"]
+    local_losses, _ = results["False"]
+    np.testing.assert_allclose(synced_losses, single_losses, rtol=1e-5)
+    for synced, single in zip(synced_weights, single_weights):
+        np.testing.assert_allclose(synced, single, rtol=1e-4, atol=1e-6)
+    # per-replica statistics (two images each) are another computation
+    assert abs(local_losses[0] - single_losses[0]) > 1e-3 * single_losses[0]

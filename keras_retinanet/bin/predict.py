@@ -38,10 +38,9 @@ from keras_retinanet.bin import (
     tool_main,
 )
 from keras_retinanet.errors import OutputError
+from keras_retinanet.utils.image import IMAGE_EXTENSIONS  # noqa: F401 (also a public name here)
 
 PROG = "retinanet-predict"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")  # fmt: skip
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 DEFAULT_OUTPUT_DIR = "predictions"
 DEFAULT_IMAGE_MIN_SIDE = constants.DEFAULT_IMAGE_MIN_SIDE

@@ -1,17 +1,21 @@
 """retinanet-predict's throughput on a folder of images, against a plain predict_on_batch loop.
 
 Both sides run the same inference model (the one ``inference.load_detector`` makes of
-MODEL: a training snapshot converted, batch normalisation folded) on the same images:
+MODEL: a training snapshot converted, batch normalisation folded) on the same images, each
+in its own process, so each has the TensorFlow threads it would have on its own:
 
 - **plain loop**: what a user writes from the old README, one image at a time in one
-  thread: ``read_image_bgr`` -> ``preprocess_image`` -> ``resize_image`` ->
+  thread, with TensorFlow's default threads (a subprocess that the rounds drive): ``read_image_bgr`` -> ``preprocess_image`` -> ``resize_image`` ->
   ``model.predict_on_batch(x[None])`` -> scores above the threshold, boxes / scale,
   clipped to the image;
 - **retinanet-predict**: the tool's own ``run`` (``bin/predict.py``) with the flags given
   here (``--batch-size``, ``--workers``; ``--no-images`` unless ``--draw``): images read,
   decoded and resized ahead in threads, batched by resized size, the model in its own
   thread, the CSV / COCO JSON rows (and annotated PNGs with ``--draw``) written as the
-  detections come; the output files are written too (into a temporary folder).
+  detections come; the output files are written too (into a temporary folder). The tool
+  sets TensorFlow's threads for throughput where that was measured faster
+  (``utils.threads``: a MobileNet at most 640 px on 2 cores gets whole ops, two model
+  calls at once); the line "threads:" says what it did.
 
 The detections of the two sides are asserted identical (same count and labels per image,
 boxes within 1e-3 px, scores within 1e-5). Rounds are interleaved (plain, tool, then the
@@ -68,6 +72,7 @@ def parse_args(args=None):
     parser.add_argument("--draw", action="store_true", help="retinanet-predict writes annotated PNGs too")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--model-threads", type=int, help="inference.MODEL_THREADS (model calls at once)")
+    parser.add_argument("--plain-server", metavar="FOLDER", help=argparse.SUPPRESS)  # internal: the plain side
     return parser.parse_args(args)
 
 
@@ -143,19 +148,131 @@ def tool_run(predict, argv, detector, paths):
     return found
 
 
+def threading_note():
+    """How this process's TensorFlow threads were set (``utils.threads``)."""
+    from keras_retinanet import inference
+    from keras_retinanet.utils import threads
+
+    chosen = threads.chosen_threads()
+    calls = threads.model_calls_at_once() if inference.MODEL_THREADS is None else inference.MODEL_THREADS
+    if chosen is None:
+        return f"TensorFlow's defaults, {calls} model call(s) at once"
+    return f"{chosen[0]} thread per op, {chosen[1]} ops at once, {calls} model calls at once"
+
+
 def check_identical(plain, tool, paths):
-    """AssertionError naming the first image whose detections differ."""
+    """AssertionError naming the first image whose detections differ.
+
+    Detections whose scores tie within SCORE_TOLERANCE may come in either order (a batch of
+    several images rounds differently from one image alone), so each image's detections are
+    compared as sets: every plain detection must have a tool detection of the same label
+    with its score and box within the tolerances, one to one.
+    """
     assert len(plain) == len(tool) == len(paths), (len(plain), len(tool), len(paths))
     for path, (boxes, scores, labels), detections in zip(paths, plain, tool):
         where = os.path.basename(path)
         assert len(scores) == len(detections), f"{where}: {len(scores)} detections plain, {len(detections)} tool"
-        np.testing.assert_array_equal(labels, detections.labels, err_msg=where)
-        np.testing.assert_allclose(scores, detections.scores, atol=SCORE_TOLERANCE, rtol=0, err_msg=where)
-        np.testing.assert_allclose(boxes, detections.boxes, atol=BOX_TOLERANCE, rtol=0, err_msg=where)
+        close = (
+            (labels[:, None] == detections.labels[None, :])
+            & (np.abs(scores[:, None] - detections.scores[None, :]) <= SCORE_TOLERANCE)
+            & (np.abs(boxes[:, None, :] - detections.boxes[None, :, :]) <= BOX_TOLERANCE).all(axis=-1)
+        )
+        taken = np.zeros(len(detections), bool)
+        for row in range(len(scores)):  # a few hundred detections at most: greedy one-to-one matching
+            free = np.flatnonzero(close[row] & ~taken)
+            assert len(free), f"{where}: plain detection {row} (label {labels[row]}, score {scores[row]:.6f}, box {boxes[row]}) has no match"
+            taken[free[0]] = True
+
+
+def plain_server(args):
+    """The plain side in its own process, with TensorFlow's default threads (what a user's loop gets).
+
+    Loads the model as retinanet-predict would for one image, then answers one line per
+    command on standard input: ``run`` (the loop over the images; their detections are
+    pickled to ``<FOLDER>/plain.pkl``) and ``steps`` (the loop with its time per step),
+    with one JSON line each: seconds, steps.
+    """
+    import json
+    import pickle
+
+    from keras_retinanet.bin import predict
+
+    predict_args = predict.parse_args([args.model, args.images, "-q"] + _side_flags(args))
+    detector = predict.load(predict_args)
+    spec = detector.spec
+    paths = predict.collect_inputs([args.images])[0][: args.count]
+    print(json.dumps({"ready": True}), flush=True)
+    for command in sys.stdin:
+        steps = {} if command.strip() == "steps" else None
+        start = time.perf_counter()
+        found = plain_loop(
+            detector.runner.model, paths, spec.preprocess_mode, spec.image_min_side, spec.image_max_side,
+            args.score_threshold, args.max_detections, steps,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        with open(os.path.join(args.plain_server, "plain.pkl"), "wb") as file:
+            pickle.dump(found, file)
+        print(json.dumps({"seconds": seconds, "steps": steps}), flush=True)
+    return 0
+
+
+class PlainSide:
+    """The plain loop in a subprocess (``plain_server``): ``run()`` -> (seconds, detections); ``steps()``."""
+
+    def __init__(self, args, model_path, folder, work):
+        import subprocess
+
+        self.work = work
+        command = [sys.executable, os.path.abspath(__file__), "--plain-server", work, "--model", model_path,
+                   "--images", folder, "--count", str(args.count), "--score-threshold", str(args.score_threshold),
+                   "--max-detections", str(args.max_detections)] + _side_flags(args)  # fmt: skip
+        env = dict(os.environ, KERAS_RETINANET_THREADS="tensorflow")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._answer()
+
+    def _answer(self):
+        import json
+
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the plain side stopped (exit status {self.process.wait()})")
+        return json.loads(line)
+
+    def _ask(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def run(self):
+        import pickle
+
+        seconds = self._ask("run")["seconds"]
+        with open(os.path.join(self.work, "plain.pkl"), "rb") as file:
+            return seconds, pickle.load(file)
+
+    def steps(self):
+        return self._ask("steps")["steps"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def _side_flags(args):
+    flags = []
+    for flag in ("image_min_side", "image_max_side"):
+        if getattr(args, flag) is not None:
+            flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return flags
 
 
 def main(argv=None):
+    from keras_retinanet.utils.allocator import keep_freed_memory
+
     args = parse_args(argv)
+    keep_freed_memory()  # both sides: as the tools do (a plain loop is given the same allocator settings)
+    if args.plain_server:
+        return plain_server(args)
     load_start = os.getloadavg()
     from keras_retinanet import inference
     from keras_retinanet.bin import predict
@@ -171,19 +288,13 @@ def main(argv=None):
         argv = [model_path, folder, "--output-dir", out, "--overwrite", "-q",
                 "--score-threshold", str(args.score_threshold), "--max-detections", str(args.max_detections),
                 "--batch-size", str(args.batch_size), "--workers", str(args.workers)]  # fmt: skip
-        argv += [] if args.draw else ["--no-images"]
-        for flag in ("image_min_side", "image_max_side"):
-            if getattr(args, flag) is not None:
-                argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        argv += ([] if args.draw else ["--no-images"]) + _side_flags(args)
         tool_args = predict.parse_args(argv)
         predict.set_verbosity(tool_args)
-        detector = predict.load(tool_args)
+        detector = predict.load(tool_args, many_images=tool_args.workers > 0)  # as the tool does on a folder
         spec = detector.spec
-        model = detector.runner.model  # the same inference model on both sides
-        plain = lambda steps=None: plain_loop(  # noqa: E731
-            model, paths, spec.preprocess_mode, spec.image_min_side, spec.image_max_side,
-            args.score_threshold, args.max_detections, steps,
-        )  # fmt: skip
+        model = detector.runner.model
+        plain_side = PlainSide(args, model_path, folder, work)  # the same model file, TensorFlow's threads
         tool = lambda: tool_run(predict, argv, detector, paths)  # noqa: E731
 
         import cv2
@@ -192,19 +303,21 @@ def main(argv=None):
         print(f"{len(paths)} images from {folder} ({first.shape[1]}x{first.shape[0]} first), model {model_path} "
               f"({spec.backbone}, {spec.num_classes} classes, min/max side {spec.image_min_side}/{spec.image_max_side})")  # fmt: skip
         print(f"retinanet-predict {' '.join(argv[1:])}")
-        check_identical(plain(), tool(), paths)  # warm-up of both sides (traces the batch shapes) and the check
+        threads = threading_note()
+        print(f"threads: plain loop TensorFlow's defaults; retinanet-predict {threads}")
+        check_identical(plain_side.run()[1], tool(), paths)  # warm-up of both sides (traces the batch shapes) and the check
         plain_rates, tool_rates, ratios = [], [], []
         for round_index in range(args.runs):
-            order = (("plain", plain), ("tool", tool)) if round_index % 2 == 0 else (("tool", tool), ("plain", plain))
+            order = (("plain", None), ("tool", None)) if round_index % 2 == 0 else (("tool", None), ("plain", None))
             rates = {}
-            for name, run in order:
-                start = time.perf_counter()
-                found = run()
-                rates[name] = len(paths) / (time.perf_counter() - start)
+            for name, _ in order:
                 if name == "tool":
-                    tool_found = found
+                    start = time.perf_counter()
+                    tool_found = tool()
+                    rates[name] = len(paths) / (time.perf_counter() - start)
                 else:
-                    plain_found = found
+                    seconds, plain_found = plain_side.run()
+                    rates[name] = len(paths) / seconds
             check_identical(plain_found, tool_found, paths)
             plain_rates.append(rates["plain"])
             tool_rates.append(rates["tool"])
@@ -212,8 +325,8 @@ def main(argv=None):
             print(f"round {round_index + 1}: plain {rates['plain']:.2f} images/s, "
                   f"retinanet-predict {rates['tool']:.2f} images/s ({ratios[-1]:.2f}x)", flush=True)  # fmt: skip
 
-        steps = {}
-        plain(steps)
+        steps = plain_side.steps()
+        plain_side.close()
         busy = []  # seconds of each model call in one more run of the tool
         run_batch = detector.runner.run
 
@@ -252,7 +365,8 @@ def main(argv=None):
         for name in STEPS:
             print(f"  {name:40s} {steps[name] / len(paths) * 1000:8.1f}  ({steps[name] / total:5.1%})")
         if model_batch is not None:
-            print(f"  model alone at batch {len(prepared)}: {model_batch * 1000:.1f} ms per image")
+            print(f"  model alone at batch {len(prepared)}, one call at a time, retinanet-predict's threads: "
+                  f"{model_batch * 1000:.1f} ms per image")
         print(f"retinanet-predict: {tool_seconds / len(paths) * 1000:.1f} ms per image, of which the model thread "
               f"was busy {sum(busy) / tool_seconds:.0%} ({len(busy)} calls, {sum(busy) / len(paths) * 1000:.1f} ms "
               "per image)")  # fmt: skip

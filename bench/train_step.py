@@ -14,9 +14,14 @@ Each config is BACKBONE:FEATURE_SIZE:HEAD_DEPTH, or BACKBONE:FEATURE_SIZE:HEAD_D
 GroupNorm in the heads (``--head-norm group``). Figures are medians over --runs timed
 blocks of --steps steps, after two warm-up steps, with min and max.
 
+Each step-only figure is measured in a fresh process, twice: with the threads retinanet-train
+sets for that model (``utils.threads.use_parallel_ops``: whole ops two at once for
+MobileNets at small sizes on 2 cores) and with TensorFlow's default threads
+(``KERAS_RETINANET_THREADS=tensorflow``); the ratio of the loop is to the first.
+
 The whole loop: ``retinanet-train`` itself on synthetic shapes of the same size (its input
 pipeline, augmentation off, callbacks, snapshots) for ``--loop-epochs`` epochs of
-``--loop-steps`` steps; its images/s is the mean of the epochs after the first (which
+``--loop-steps`` steps; its images/s is the median of the epochs after the first (which
 compiles), next to the step-only figure, with the share of its CPU time spent in the
 kernel (``--no-loop`` skips it). Both run with ``utils.allocator.keep_freed_memory``, as
 the tools do.
@@ -49,8 +54,9 @@ def parse_args(args):
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--runs", type=int, default=3, help="timed blocks")
     parser.add_argument("--no-loop", action="store_true", help="skip the whole-loop figure")
-    parser.add_argument("--loop-epochs", type=int, default=3)
+    parser.add_argument("--loop-epochs", type=int, default=5)
     parser.add_argument("--loop-steps", type=int, default=16)
+    parser.add_argument("--step-json", metavar="CONFIG", help=argparse.SUPPRESS)  # internal: one config's step figure
     return parser.parse_args(args)
 
 
@@ -78,7 +84,7 @@ def measure_loop(config, args, workdir):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     rates = [float(r) for r in re.findall(r"\| ([\d.]+) images/s", output)][1:]
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    return statistics.mean(rates), system / (user + system)
+    return statistics.median(rates), system / (user + system)
 
 
 def _batch(size, batch_size, num_classes, num_anchors_total, positives=20):
@@ -103,12 +109,31 @@ def _parse(config):
     return parts[0], parts[1], parts[2], "group" if len(parts) > 3 and parts[3] == "gn" else "none"
 
 
+def measure_step(config, args, tensorflow_threads=False):
+    """(parameters, images/s of each timed block, (intra, inter) threads or None) in a fresh process."""
+    import json
+    import subprocess
+
+    env = dict(os.environ)
+    if tensorflow_threads:
+        env["KERAS_RETINANET_THREADS"] = "tensorflow"
+    command = [sys.executable, os.path.abspath(__file__), "--step-json", config, "--size", str(args.size),
+               "--batch-size", str(args.batch_size), "--classes", str(args.classes), "--steps", str(args.steps),
+               "--runs", str(args.runs)]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    return result["params"], result["rates"], result["threads"]
+
+
 def measure(config, args):
+    """(parameters, images/s of each timed block, threads set) of ``train_on_batch``, in this process."""
     from keras_retinanet import models
     from keras_retinanet.training import compile_training_model
     from keras_retinanet.utils.anchors import anchors_for_shape
+    from keras_retinanet.utils.threads import use_parallel_ops
 
     backbone, feature_size, depth, norm = _parse(config)
+    threads = use_parallel_ops(models.backbone(backbone).light_ops, _padded(args.size))  # as retinanet-train does
     model = models.backbone(backbone).retinanet(
         args.classes, weights=None, freeze_bn=False, feature_size=int(feature_size), submodel_depth=int(depth),
         head_norm=norm,
@@ -124,34 +149,43 @@ def measure(config, args):
         for _ in range(args.steps):
             model.train_on_batch(images, targets)
         rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
-    return model.count_params(), rates
+    return model.count_params(), rates, threads
 
 
 def main(args=None):
+    import json
     import tempfile
 
     from keras_retinanet.utils.allocator import keep_freed_memory
 
     args = parse_args(sys.argv[1:] if args is None else args)
     keep_freed_memory()
+    if args.step_json:
+        params, rates, threads = measure(args.step_json, args)
+        print(json.dumps({"params": params, "rates": rates, "threads": threads}))
+        return 0
     workdir = tempfile.mkdtemp(prefix="retinanet_train_step_")
     print(f"train step, {args.size}x{args.size} images, batch {args.batch_size}, {args.classes} classes")
     print(
-        "| backbone | feature size | head depth | parameters | step only, images/s (median, min-max) "
+        "| backbone | feature size | head depth | parameters | threads (intra/inter) "
+        "| step only, images/s (median, min-max) | step only, TensorFlow's threads "
         "| whole loop, images/s | loop / step | loop's kernel share of CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for config in args.configs:
         backbone, feature_size, depth, norm = _parse(config)
-        params, rates = measure(config, args)
+        params, rates, threads = measure_step(config, args)
+        _, default_rates, _ = measure_step(config, args, tensorflow_threads=True)
         step = statistics.median(rates)
         loop = "- | - | -"
         if not args.no_loop:
             rate, kernel = measure_loop(config, args, workdir)
             loop = f"{rate:.1f} | {rate / step:.2f} | {100 * kernel:.0f}%"
+        threads = "TensorFlow's" if threads is None else f"{threads[0]}/{threads[1]}"
         print(
             f"| {backbone} | {feature_size} | {depth}{' + GN' if norm == 'group' else ''} | {params / 1e6:.2f} M | "
-            f"{step:.1f} ({min(rates):.1f}-{max(rates):.1f}) | {loop} |",
+            f"{threads} | {step:.1f} ({min(rates):.1f}-{max(rates):.1f}) | "
+            f"{statistics.median(default_rates):.1f} ({min(default_rates):.1f}-{max(default_rates):.1f}) | {loop} |",
             flush=True,
         )
     return 0

@@ -49,12 +49,15 @@ from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_sp
 from .utils.config import anchor_settings as _config_anchor_settings
 from .utils.image import bgr_uint8, compute_resize_scale, letterbox_image, preprocess_image, read_image_bgr, resize_image
 from .utils.prefetch import ordered_map
+from .utils.threads import model_calls_at_once, use_parallel_ops
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
 PADDING_VALUE = constants.PADDING_VALUE
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_MERGE_NMS_THRESHOLD = 0.5
-MODEL_THREADS = 1  # model calls at once in Detector.predict_iter (runners with concurrent_calls)
+# model calls at once in Detector.predict_iter (runners with concurrent_calls); None: as many as
+# TensorFlow's threads want (``utils.threads.model_calls_at_once``)
+MODEL_THREADS = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,12 +539,20 @@ class Detector:
             outputs = self.runner([e.inputs for e in entries])
         return outputs, time.perf_counter() - start
 
+    def _settings(self, score_threshold, max_detections, clip_boxes):
+        """(score_threshold, max_detections, clip_boxes): the given ones, the detector's where None."""
+        return (
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.max_detections if max_detections is None else max_detections,
+            self.clip_boxes if clip_boxes is None else clip_boxes,
+        )
+
     def _stream(self, items, workers=0, on_error=None, lookahead=None, settings=None, seconds=None):
         """(key, image, ``Detections``) of every (key, image) item, in order (see ``predict_iter``).
 
         ``lookahead``: entries waiting to be batched at most (default twice the batch size);
         ``settings``: (score_threshold, max_detections, clip_boxes); ``seconds``: a list that
-        gets the model time of each call.
+        gets (keys of its images, seconds in the model) of each call.
         """
         limit = self.effective_batch_size
         lookahead = max(limit, 2 * limit if lookahead is None else lookahead)
@@ -555,12 +566,14 @@ class Detector:
             functools.partial(self._load, on_error=on_error), items, workers, window=2 * workers or 1, name="retinanet-load"
         )  # fmt: skip
         batches = _batches(enumerate(entry for _, entry in loaded), limit, lookahead, self._batch_key)
-        model_threads = MODEL_THREADS if getattr(self.runner, "concurrent_calls", False) else 1
+        model_threads = 1
+        if getattr(self.runner, "concurrent_calls", False):
+            model_threads = model_calls_at_once() if MODEL_THREADS is None else MODEL_THREADS
         ran = ordered_map(self._run, batches, model_threads if threaded else 0, window=1, name="retinanet-model")
         done, next_index = {}, 0
         for batch, (outputs, elapsed) in ran:
             if seconds is not None:
-                seconds.append(elapsed)
+                seconds.append(([entry.key for _, entry in batch], elapsed))
             for position, (index, entry) in enumerate(batch):
                 done[index] = (entry, None if outputs is None else tuple(output[position] for output in outputs[:3]))
             while next_index in done:
@@ -590,11 +603,7 @@ class Detector:
         Returns:
             list of ``Detections``, one per image, in order.
         """
-        settings = (
-            self.score_threshold if score_threshold is None else score_threshold,
-            self.max_detections if max_detections is None else max_detections,
-            self.clip_boxes if clip_boxes is None else clip_boxes,
-        )
+        settings = self._settings(score_threshold, max_detections, clip_boxes)
         seconds = []
         results = [
             detections
@@ -602,7 +611,7 @@ class Detector:
                 enumerate(images), lookahead=len(images), settings=settings, seconds=seconds
             )
         ]
-        self.last_inference_seconds = sum(seconds)
+        self.last_inference_seconds = sum(elapsed for _, elapsed in seconds)
         return results
 
     def predict(self, images):
@@ -619,7 +628,9 @@ class Detector:
             return self.predict([images])[0]
         return [detections for _, _, detections in self.predict_iter(enumerate(images))]
 
-    def predict_iter(self, items, workers=0, on_error=None):
+    def predict_iter(
+        self, items, workers=0, on_error=None, timings=None, score_threshold=None, max_detections=None, clip_boxes=None
+    ):
         """Stream detections over ``(key, image)`` pairs, loading images lazily.
 
         Images whose prepared inputs have one size are batched (up to ``batch_size``, looking
@@ -633,13 +644,17 @@ class Detector:
                 results in this one; 0: all in the caller's thread, one step after the other.
             on_error: f(key, OSError) for an image that cannot be read (then skipped, at its
                 place in the order); None: the error is raised.
+            timings: a list that gets (keys of its images, seconds in the model) of each
+                model call, before the detections of those images are yielded.
+            score_threshold, max_detections, clip_boxes: instead of the detector's.
 
         Yields:
             (key, image (H, W, 3) uint8 BGR array, ``Detections``).
         """
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        return self._stream(items, int(workers), on_error)
+        settings = self._settings(score_threshold, max_detections, clip_boxes)
+        return self._stream(items, int(workers), on_error, settings=settings, seconds=timings)
 
     def predict_tiled(
         self, image, tile_size, overlap=DEFAULT_TILE_OVERLAP, nms_threshold=DEFAULT_MERGE_NMS_THRESHOLD, workers=0
@@ -989,6 +1004,25 @@ def _exported_recipe(path, given, flag_names):
     return recipe.spec, list(recipe.notes)
 
 
+def _throughput_threads(path, given):
+    """``utils.threads.use_parallel_ops`` for the Keras model at ``path`` run with the ``given`` recipe values."""
+    from . import models
+
+    try:
+        saved = read_spec(path)
+    except (ModelLoadError, SpecError, OSError, ValueError):
+        return None  # open_keras_model says what is wrong with the file
+
+    def value(field):
+        return given.get(field) if given.get(field) is not None else getattr(saved, field, None)
+
+    try:
+        light_ops = models.backbone(value("backbone")).light_ops
+    except (TypeError, ValueError):  # no backbone known yet, or an unknown one: open_keras_model reports it
+        return None
+    return use_parallel_ops(light_ops, None if value("no_resize") else value("image_max_side"))
+
+
 def load_detector(
     path,
     backbone=None,
@@ -1002,6 +1036,7 @@ def load_detector(
     class_names=None,
     flag_names=None,
     clip_boxes=True,
+    many_images=False,
     **convert_options,
 ):
     """A ``Detector`` for a model file of any supported format, configured by its detector spec.
@@ -1021,6 +1056,10 @@ def load_detector(
         score_threshold, max_detections, batch_size, clip_boxes: see ``Detector``.
         class_names: class names by label (e.g. from a classes CSV).
         flag_names: how notes and errors name these arguments (the tools pass their flags).
+        many_images: the detector will run on many images, through ``predict_iter`` with
+            workers: a Keras model whose ops are too short to split between the cores gets
+            whole ops and several model calls at once (``utils.threads``), which must be
+            decided before TensorFlow's first op (so before anything else is loaded).
         **convert_options: ``models.convert_model`` options for a training model
             (nms, class_specific_filter, nms_threshold, max_detections (in the graph)...).
 
@@ -1038,6 +1077,8 @@ def load_detector(
         recipe_from_config(config), backbone=backbone, class_names=class_names,
         image_min_side=image_min_side, image_max_side=image_max_side, no_resize=no_resize,
     )  # fmt: skip
+    if format == "keras" and many_images:
+        _throughput_threads(path, given)
     if format == "keras":  # a training model converted here filters at least as loosely as asked
         convert_options.setdefault("score_threshold", min(score_threshold, DEFAULT_SCORE_THRESHOLD))
         convert_options.setdefault("max_detections", max(max_detections or 0, constants.DEFAULT_MAX_DETECTIONS))

@@ -122,6 +122,20 @@ def import_tensorflow(verbose=False):
             print("\n".join(kept), file=sys.stderr)
 
 
+def log_threads():
+    """Say (with -v) how TensorFlow's CPU threads were set for the run (``utils.threads``)."""
+    from ..utils.threads import chosen_threads
+
+    chosen = chosen_threads()
+    if chosen is None:
+        LOGGER.debug("TensorFlow threads: its defaults")
+    else:
+        LOGGER.debug(
+            f"TensorFlow threads: {chosen[0]} per op, {chosen[1]} ops at once (keras_retinanet.utils.threads; "
+            "KERAS_RETINANET_THREADS=tensorflow keeps TensorFlow's defaults)"
+        )
+
+
 def tool_main(prog):
     """Decorator of a tool's ``main``: the library's warnings print as ``<prog>: warning: <message>``.
 

@@ -32,6 +32,7 @@ from keras_retinanet.bin import (
     ToolError,
     first_line,
     import_tensorflow,
+    log_threads,
     new_parser,
     print_notes,
     set_verbosity,
@@ -489,8 +490,12 @@ def _loaded(items, skipped, workers=0):
         yield key, image
 
 
-def load(args, class_names=None):
-    """The Detector for --model; ToolError for a model that cannot be used or flags that contradict it."""
+def load(args, class_names=None, many_images=False):
+    """The Detector for --model; ToolError for a model that cannot be used or flags that contradict it.
+
+    ``many_images``: several images or video frames to run through ``run`` with --workers
+    (``inference.load_detector``'s: TensorFlow's threads set for throughput).
+    """
     from keras_retinanet.errors import ModelLoadError, SpecConflictError, SpecError
     from keras_retinanet.inference import load_detector
 
@@ -506,6 +511,7 @@ def load(args, class_names=None):
             max_detections=args.max_detections,
             batch_size=args.batch_size,
             class_names=class_names,
+            many_images=many_images,
             flag_names=dict(RECIPE_FLAGS, image_min_side="--image-min-side / --tile", image_max_side="--image-max-side / --tile")
             if args.tile is not None else RECIPE_FLAGS,
         )
@@ -543,7 +549,9 @@ def main(args=None):
         import_tensorflow(args.verbose)
         from keras_retinanet.spec import class_names_from_mapping
 
-        detector = load(args, class_names_from_mapping(classes) if classes else None)
+        many = args.workers > 0 and args.tile is None and (len(images) > 1 or bool(videos))
+        detector = load(args, class_names_from_mapping(classes) if classes else None, many_images=many)
+        log_threads()
         print_notes(PROG, detector.notes)
         label_names = label_names_of(detector, classes)
         outputs = Outputs(args, label_names, args.classes or f"the class names of {args.model}", plan)

@@ -10,7 +10,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import LOGGER, import_tensorflow, new_parser, print_notes, set_verbosity, tool_main
+from keras_retinanet.bin import LOGGER, import_tensorflow, log_threads, new_parser, print_notes, set_verbosity, tool_main
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -356,6 +356,7 @@ def main(args=None):
         print(f"retinanet-train: error: {error}", file=sys.stderr)
         return 1
     print_notes("retinanet-train", run.notes)
+    log_threads()
     result = run()
     if result.skipped:
         from keras_retinanet.preprocessing.generator import describe_skipped

@@ -42,6 +42,9 @@ class Backbone:
 
     allowed_backbones = ()
     preprocess_mode = "caffe"
+    # Its ops are too short to split between two cores at small image sizes (depthwise,
+    # narrow convolutions): ``utils.threads.parallel_ops_threads`` runs them whole, two at once.
+    light_ops = False
 
     def __init__(self, backbone):
         # Kept for scripts that pass them to keras.models.load_model; every object is

@@ -54,6 +54,7 @@ class MobileNetBackbone(Backbone):
 
     allowed_backbones = tuple(f"mobilenet{rows}_{alpha}" for rows in MOBILENET_ROWS for alpha in MOBILENET_ALPHAS)
     preprocess_mode = "tf"
+    light_ops = True
 
     def retinanet(self, *args, **kwargs):
         """Training model on this MobileNet (see ``mobilenet_retinanet``)."""

@@ -249,7 +249,7 @@ def _get_detections(
 ):
     """Run a detector over every image of a generator.
 
-    The one path from images to detections (``inference.Detector.predict_batch``): for a
+    The one path from images to detections (``inference.Detector.predict_iter``): for a
     bare inference model, each image is ``generator.preprocess_image``-d and
     ``generator.resize_image``-d, ``batch_size`` images are zero-padded to the largest and
     passed to ``model.predict_on_batch``, and boxes are scaled back by 1 / scale. A
@@ -277,6 +277,7 @@ def _get_detections(
     from tqdm import tqdm
 
     from keras_retinanet.inference import as_detector
+    from keras_retinanet.utils.threads import model_calls_at_once
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -287,36 +288,42 @@ def _get_detections(
     all_detections = [[None] * num_classes for _ in range(num_images)]
     inference_times = np.zeros(num_images)
 
+    # With whole ops (utils.threads) one model call leaves a core idle: run several at once.
+    calls = model_calls_at_once()
+    timings = []
+
+    def images(bar):
+        for index in range(num_images):
+            image = _load_or_skip(generator, index)
+            if image is None:
+                all_detections[index] = [np.zeros((0, 5)) for _ in range(num_classes)]
+                bar.update(1)
+                continue
+            yield index, image
+
     # disable=None: no bar when the output is not a terminal (a log file)
     with tqdm(total=num_images, desc="Running network", unit="image", disable=None if progress else True) as bar:
-        for batch_start in range(0, num_images, batch_size):
-            indices = range(batch_start, min(batch_start + batch_size, num_images))
-            loaded = [(index, _load_or_skip(generator, index)) for index in indices]
-            indices = [index for index, image in loaded if image is not None]
-            for index, image in loaded:
-                if image is None:
-                    all_detections[index] = [np.zeros((0, 5)) for _ in range(num_classes)]
-            raw_images = [image for _, image in loaded if image is not None]
-            results = detector.predict_batch(
-                raw_images, score_threshold=score_threshold, max_detections=max_detections, clip_boxes=False
-            ) if raw_images else []  # fmt: skip
-            for position, (index, detections) in enumerate(zip(indices, results)):
-                rows = np.concatenate(
-                    [detections.boxes.astype(np.float64), detections.scores[:, None].astype(np.float64)], axis=1
+        stream = detector.predict_iter(
+            images(bar), workers=calls if calls > 1 else 0, timings=timings,
+            score_threshold=score_threshold, max_detections=max_detections, clip_boxes=False,
+        )  # fmt: skip
+        for index, image, detections in stream:
+            rows = np.concatenate(
+                [detections.boxes.astype(np.float64), detections.scores[:, None].astype(np.float64)], axis=1
+            )
+            for label in range(num_classes):
+                all_detections[index][label] = rows[detections.labels == label]
+            if save_path is not None:
+                canvas = np.ascontiguousarray(image, dtype=np.uint8)
+                draw_annotations(canvas, generator.load_annotations(index), label_to_name=generator.label_to_name)
+                draw_detections(
+                    canvas, detections.boxes, detections.scores, detections.labels,
+                    label_to_name=generator.label_to_name, score_threshold=score_threshold,
                 )
-                for label in range(num_classes):
-                    all_detections[index][label] = rows[detections.labels == label]
-                inference_times[index] = detector.last_inference_seconds / len(indices)
-
-                if save_path is not None:
-                    canvas = np.ascontiguousarray(raw_images[position], dtype=np.uint8)
-                    draw_annotations(canvas, generator.load_annotations(index), label_to_name=generator.label_to_name)
-                    draw_detections(
-                        canvas, detections.boxes, detections.scores, detections.labels,
-                        label_to_name=generator.label_to_name, score_threshold=score_threshold,
-                    )
-                    write_image(drawn_image_path(save_path, index), canvas)
-            bar.update(len(loaded))
+                write_image(drawn_image_path(save_path, index), canvas)
+            bar.update(1)
+    for indices, seconds in timings:  # a call's time divided among its images
+        inference_times[indices] = seconds / len(indices)
     return all_detections, inference_times
 
 

@@ -230,3 +230,30 @@ def test_exported_models_run_through_the_pipeline(data, tmp_path, name, extra):
         outputs.append([(out / file).read_text() for file in ("detections.csv", "detections.json", "images.json")])
     assert outputs[1] == outputs[0]
     assert len(outputs[0][0].splitlines()) > 5  # detections in the 5 images
+
+
+def test_a_folder_in_its_own_process_runs_whole_ops_two_calls_at_once_and_writes_the_same(data, tmp_path):
+    """The real tool: TensorFlow's threads are set before its first op (utils.threads), and the
+    outputs are those of one image at a time with TensorFlow's defaults (--workers 0)."""
+    import subprocess
+    import sys
+
+    from keras_retinanet.utils import threads
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k not in threads.TENSORFLOW_VARIABLES + (threads.ENVIRONMENT_VARIABLE,)}
+    env["PYTHONPATH"] = repo
+    outputs, logs = {}, {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        command = [sys.executable, "-m", "keras_retinanet.bin.predict", "-v",
+                   *_args(data, data["images"], out=out, extra=["--no-images", "--workers", workers])]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo)
+        assert done.returncode == 0, done.stderr[-2000:]
+        logs[workers] = done.stderr
+        outputs[workers] = [(out / name).read_text() for name in ("detections.csv", "detections.json", "images.json")]
+    assert outputs["2"] == outputs["0"]
+    assert "TensorFlow threads: its defaults" in logs["0"]
+    if threads.usable_cores() <= threads.MAX_CORES:  # a MobileNet at 160 px on a small machine
+        cores = threads.usable_cores()
+        assert f"TensorFlow threads: 1 per op, {cores} ops at once" in logs["2"]

@@ -284,3 +284,25 @@ def test_mirrored_strategy_on_two_cpus_gives_the_single_device_loss(shapes_datas
         figures["two"]["classification_loss"], figures["one"]["classification_loss"], rtol=1e-4
     )
     assert np.isfinite(figures["fit_loss"])
+
+
+@pytest.mark.parametrize("environ, expected", [({}, "ops at once"), ({"KERAS_RETINANET_THREADS": "tensorflow"}, "its defaults")])
+def test_a_small_mobilenet_trains_with_whole_ops_two_at_once(shapes_dataset, tmp_path, environ, expected):
+    """In its own process (as a user runs it) retinanet-train sets TensorFlow's threads before
+    its first op (utils.threads) -- also with --strategy, whose creation starts TensorFlow."""
+    from keras_retinanet.utils import threads
+
+    if threads.usable_cores() > threads.MAX_CORES and not environ:
+        pytest.skip("the rule keeps TensorFlow's defaults on this machine")
+    env = {k: v for k, v in os.environ.items() if k not in threads.TENSORFLOW_VARIABLES + (threads.ENVIRONMENT_VARIABLE,)}
+    env.update(environ, PYTHONPATH=os.getcwd())
+    args = _args(shapes_dataset, tmp_path / "snapshots", "--no-snapshots", "--strategy", "mirrored", epochs=1, steps=1)
+    args[args.index("csv"):args.index("csv")] = ["--feature-size", "32", "--head-depth", "1", "-v"]
+    done = subprocess.run([sys.executable, "-m", "keras_retinanet.bin.train", *args], capture_output=True, text=True,
+                          env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stderr.splitlines() if "TensorFlow threads:" in line)
+    assert expected in line
+    if not environ:
+        assert f"1 per op, {threads.usable_cores()} ops at once" in line
+    assert re.search(r"epoch 1 \| .*loss", done.stdout)

@@ -372,3 +372,26 @@ def test_compute_ap_is_fizyrs_name_of_average_precision():
     assert _compute_ap is average_precision
     # two detections, the first right: recall 0.5 -> 0.5, precision 1 -> 0.5 (VOC all-point)
     assert _compute_ap(np.array([0.5, 0.5]), np.array([1.0, 0.5])) == 0.5
+
+
+def test_get_detections_with_several_model_calls_at_once(monkeypatch, fake_detection_generator, fake_inference_model):
+    # whole ops (utils.threads): the model runs two calls at once; the detections are the same
+    from keras_retinanet.utils import threads
+
+    rng = np.random.default_rng(0)
+    sizes = [(100, 120), (100, 120), (110, 100), (100, 100), (100, 120)]
+    images, annotations, detections = _scene(rng, sizes)
+    generator = fake_detection_generator(images, annotations, ["a", "b"], scale=0.5)
+    serial, serial_times = _get_detections(
+        generator, fake_inference_model(detections, scale=0.5), score_threshold=0.05, progress=False
+    )
+    monkeypatch.setattr(threads, "_chosen", (1, 2))
+    assert threads.model_calls_at_once() == 2
+    model = fake_inference_model(detections, scale=0.5)
+    parallel, times = _get_detections(generator, model, score_threshold=0.05, progress=False)
+
+    assert len(model.batch_shapes) == 5
+    assert times.shape == (5,) and np.all(times > 0) and serial_times.shape == (5,)
+    for got, want in zip(parallel, serial):
+        for label in range(2):
+            np.testing.assert_array_equal(got[label], want[label])

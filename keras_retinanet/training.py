@@ -536,6 +536,50 @@ def _load_snapshot(path, backbone_name=None):
     return model
 
 
+def check_resumed_flags(model, args, path):
+    """Notes for the flags given with ``--snapshot`` that its compiled state decides.
+
+    A resumed snapshot keeps its optimiser (kind, state, clipping, weight decay) and its box
+    loss: a flag that asks for another is an error, not ignored. ``--lr`` replaces the saved
+    learning rate (the plateau schedule starts from it; the others compute it from ``--lr``).
+    Only flags the user gave count (``args.given_flags``, from ``bin/train.parse_args``).
+
+    Raises:
+        SetupError: a given flag contradicts the snapshot.
+    """
+    given = getattr(args, "given_flags", frozenset())
+    config = model.optimizer.get_config()
+    fresh_run = f"start a new run from its weights with --weights {path}"
+    saved_optimizer = next(
+        (name for name in constants.OPTIMIZERS if type(make_optimizer(name)) is type(model.optimizer)), None
+    )  # its config's name is made unique ("adam_1"): the class says which
+    saved_clipnorm = config.get("clipnorm") or 0.0
+    saved_decay = config.get("weight_decay")
+    saved_loss = next(
+        (name for name in constants.BOX_LOSSES if type(losses.box_loss(name)) is type(model.loss["regression"])), None
+    ) if isinstance(model.loss, dict) and "regression" in model.loss else None  # fmt: skip
+    checks = [
+        ("optimizer", "--optimizer", saved_optimizer, args.optimizer, lambda a, b: a is None or a == b),
+        ("optimizer_clipnorm", "--optimizer-clipnorm", saved_clipnorm, args.optimizer_clipnorm or 0.0, np.isclose),
+        ("weight_decay", "--weight-decay", saved_decay, args.weight_decay,
+         lambda a, b: (a is None and not b) or (b is not None and a is not None and np.isclose(a, b))),
+        ("box_loss", "--box-loss", saved_loss, args.box_loss, lambda a, b: a is None or a == b),
+    ]  # fmt: skip
+    for dest, flag, saved, wanted, agree in checks:
+        if dest in given and not agree(saved, wanted):
+            raise SetupError(
+                f"{flag} {wanted}: snapshot {path} resumes with its own ({saved if saved is not None else 'none'}) "
+                f"as saved; drop {flag}, or {fresh_run}"
+            )
+    notes = []
+    if "lr" in given:
+        saved_lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        if not np.isclose(saved_lr, args.lr):
+            model.optimizer.learning_rate.assign(args.lr)
+            notes.append(f"--lr {args.lr:g} replaces the learning rate {saved_lr:.3g} saved in {path}")
+    return notes
+
+
 class TrainingRun:
     """A prepared run (``prepare``): call it to train; it returns a ``TrainingResult``.
 
@@ -858,6 +902,7 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock, strategy, rol
     with strategy.scope():
         if args.snapshot:
             model = _load_snapshot(args.snapshot)
+            notes += check_resumed_flags(model, args, args.snapshot)
             saved = models.model_spec(model)
             try:
                 check_class_names(saved, class_names, source=args.snapshot, what="the training set's class list")

@@ -234,7 +234,25 @@ def parse_args(args):
     known, _ = preset.parse_known_args(args)
     if known.preset:
         parser.set_defaults(**preset_defaults(known.preset, resuming=bool(known.snapshot)))
-    return check_args(parser, parser.parse_args(args))
+    parsed = check_args(parser, parser.parse_args(args))
+    parsed.given_flags = _given_flags(parser, args, GIVEN_FLAGS_CHECKED)
+    return parsed
+
+
+# flags whose value a resumed snapshot decides (its compiled optimiser and loss): given with
+# --snapshot they must agree with it (training.check_resumed_flags)
+GIVEN_FLAGS_CHECKED = ("lr", "optimizer", "optimizer_clipnorm", "weight_decay", "box_loss")
+
+
+def _given_flags(parser, args, dests):
+    """The ``dests`` given on the command line (not a default, nor a preset's)."""
+    unset = object()
+    parser.set_defaults(**{dest: unset for dest in dests})
+    try:
+        again = parser.parse_args(args)
+    finally:
+        parser.set_defaults(**{dest: None for dest in dests})
+    return frozenset(dest for dest in dests if getattr(again, dest, unset) is not unset)
 
 
 def _argument_problems(args):

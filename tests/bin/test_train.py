@@ -115,6 +115,38 @@ def test_resume_continues_epochs_optimizer_and_loss(shapes_dataset, tmp_path, ca
     assert all(np.isfinite(float(re.search(r"\| loss (\d+\.\d+)", l).group(1))) for l in second)
 
 
+def test_resuming_refuses_flags_the_snapshot_decides_and_takes_a_given_lr(shapes_dataset, tmp_path, capsys):
+    snapshots = tmp_path / "snaps"
+    assert train.main(_args(shapes_dataset, snapshots, "--no-evaluation", epochs=1, steps=2)) == 0
+    capsys.readouterr()
+    last = snapshots / f"{BACKBONE}_csv_01.keras"
+
+    def resume(*flags, epochs=2):
+        args = _args(shapes_dataset, snapshots, "--no-evaluation", "--snapshot", str(last), *flags, epochs=epochs,
+                     steps=2, lr=None)  # fmt: skip
+        args.remove("--no-weights")
+        return train.main(args), capsys.readouterr()
+
+    for flags, saved in (
+        (["--optimizer", "sgd"], "adam"),
+        (["--box-loss", "giou"], "smooth_l1"),
+        (["--optimizer-clipnorm", "10"], "0.001"),
+        (["--weight-decay", "0.01"], "none"),
+    ):
+        status, captured = resume(*flags)
+        assert status == 1
+        assert captured.err.strip() == (
+            f"retinanet-train: error: {flags[0]} {flags[1] if flags[0] != '--optimizer-clipnorm' else '10.0'}: "
+            f"snapshot {last} resumes with its own ({saved}) as saved; drop {flags[0]}, or start a new run from its "
+            f"weights with --weights {last}"
+        )
+    # agreeing flags are fine, and a given --lr replaces the saved rate (the plateau schedule goes on from it)
+    status, captured = resume("--optimizer", "adam", "--box-loss", "smooth_l1", "--lr", "5e-4")
+    assert status == 0, captured.err
+    assert f"--lr 0.0005 replaces the learning rate 0.001 saved in {last}" in captured.out + captured.err
+    assert "| lr 5.00e-04 |" in _summaries(captured.out)[0]
+
+
 def _error(capsys, args):
     assert train.main(args) == 1
     return capsys.readouterr().err.strip()

@@ -148,13 +148,12 @@ def tool_run(predict, argv, detector, paths):
     return found
 
 
-def threading_note():
-    """How this process's TensorFlow threads were set (``utils.threads``)."""
-    from keras_retinanet import inference
+def threading_note(detector):
+    """How this process's TensorFlow threads were set (``utils.threads``) and the detector's model calls."""
     from keras_retinanet.utils import threads
 
     chosen = threads.chosen_threads()
-    calls = threads.model_calls_at_once() if inference.MODEL_THREADS is None else inference.MODEL_THREADS
+    calls = detector.model_calls
     if chosen is None:
         return f"TensorFlow's defaults, {calls} model call(s) at once"
     return f"{chosen[0]} thread per op, {chosen[1]} ops at once, {calls} model calls at once"
@@ -303,14 +302,14 @@ def main(argv=None):
         print(f"{len(paths)} images from {folder} ({first.shape[1]}x{first.shape[0]} first), model {model_path} "
               f"({spec.backbone}, {spec.num_classes} classes, min/max side {spec.image_min_side}/{spec.image_max_side})")  # fmt: skip
         print(f"retinanet-predict {' '.join(argv[1:])}")
-        threads = threading_note()
+        threads = threading_note(detector)
         print(f"threads: plain loop TensorFlow's defaults; retinanet-predict {threads}")
         check_identical(plain_side.run()[1], tool(), paths)  # warm-up of both sides (traces the batch shapes) and the check
         plain_rates, tool_rates, ratios = [], [], []
         for round_index in range(args.runs):
-            order = (("plain", None), ("tool", None)) if round_index % 2 == 0 else (("tool", None), ("plain", None))
+            order = ("plain", "tool") if round_index % 2 == 0 else ("tool", "plain")
             rates = {}
-            for name, _ in order:
+            for name in order:
                 if name == "tool":
                     start = time.perf_counter()
                     tool_found = tool()

@@ -130,10 +130,10 @@ def measure(config, args):
     from keras_retinanet import models
     from keras_retinanet.training import compile_training_model
     from keras_retinanet.utils.anchors import anchors_for_shape
-    from keras_retinanet.utils.threads import use_parallel_ops
+    from keras_retinanet.utils.threads import use_parallel_ops_for
 
     backbone, feature_size, depth, norm = _parse(config)
-    threads = use_parallel_ops(models.backbone(backbone).light_ops, _padded(args.size))  # as retinanet-train does
+    threads = use_parallel_ops_for(backbone, _padded(args.size))  # as retinanet-train does
     model = models.backbone(backbone).retinanet(
         args.classes, weights=None, freeze_bn=False, feature_size=int(feature_size), submodel_depth=int(depth),
         head_norm=norm,

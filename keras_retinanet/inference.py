@@ -49,7 +49,7 @@ from .spec import FIXED_FIELDS, RESIZE_FIELDS, AnchorSpec, DetectorSpec, read_sp
 from .utils.config import anchor_settings as _config_anchor_settings
 from .utils.image import bgr_uint8, compute_resize_scale, letterbox_image, preprocess_image, read_image_bgr, resize_image
 from .utils.prefetch import ordered_map
-from .utils.threads import model_calls_at_once, use_parallel_ops
+from .utils.threads import model_calls_at_once, use_parallel_ops_for
 
 DEFAULT_SCORE_THRESHOLD = constants.DEFAULT_SCORE_THRESHOLD
 PADDING_VALUE = constants.PADDING_VALUE
@@ -501,6 +501,14 @@ class Detector:
         limit = getattr(self.runner, "max_batch_size", None)
         return self.batch_size if limit is None else min(self.batch_size, limit)
 
+    @property
+    def model_calls(self):
+        """Model calls ``predict_iter`` runs at once (with workers): 1 unless the runner allows
+        several and TensorFlow's threads want them (``utils.threads.model_calls_at_once``)."""
+        if not getattr(self.runner, "concurrent_calls", False):
+            return 1
+        return model_calls_at_once() if MODEL_THREADS is None else MODEL_THREADS
+
     # The runner's two steps (see the runners above); a bare callable prepares nothing ahead.
 
     def _prepare(self, image):
@@ -566,10 +574,7 @@ class Detector:
             functools.partial(self._load, on_error=on_error), items, workers, window=2 * workers or 1, name="retinanet-load"
         )  # fmt: skip
         batches = _batches(enumerate(entry for _, entry in loaded), limit, lookahead, self._batch_key)
-        model_threads = 1
-        if getattr(self.runner, "concurrent_calls", False):
-            model_threads = model_calls_at_once() if MODEL_THREADS is None else MODEL_THREADS
-        ran = ordered_map(self._run, batches, model_threads if threaded else 0, window=1, name="retinanet-model")
+        ran = ordered_map(self._run, batches, self.model_calls if threaded else 0, window=1, name="retinanet-model")
         done, next_index = {}, 0
         for batch, (outputs, elapsed) in ran:
             if seconds is not None:
@@ -1005,9 +1010,7 @@ def _exported_recipe(path, given, flag_names):
 
 
 def _throughput_threads(path, given):
-    """``utils.threads.use_parallel_ops`` for the Keras model at ``path`` run with the ``given`` recipe values."""
-    from . import models
-
+    """``utils.threads.use_parallel_ops_for`` the Keras model at ``path`` run with the ``given`` recipe values."""
     try:
         saved = read_spec(path)
     except (ModelLoadError, SpecError, OSError, ValueError):
@@ -1016,11 +1019,7 @@ def _throughput_threads(path, given):
     def value(field):
         return given.get(field) if given.get(field) is not None else getattr(saved, field, None)
 
-    try:
-        light_ops = models.backbone(value("backbone")).light_ops
-    except (TypeError, ValueError):  # no backbone known yet, or an unknown one: open_keras_model reports it
-        return None
-    return use_parallel_ops(light_ops, None if value("no_resize") else value("image_max_side"))
+    return use_parallel_ops_for(value("backbone"), value("image_max_side"), value("no_resize"))
 
 
 def load_detector(

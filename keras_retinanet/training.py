@@ -51,7 +51,7 @@ from keras_retinanet.utils.anchors import AnchorParameters, check_anchor_levels
 from keras_retinanet.utils.config import anchor_settings, read_config_file
 from keras_retinanet.utils.image import random_visual_effect_generator
 from keras_retinanet.utils.model import synchronize_batch_norm
-from keras_retinanet.utils.threads import use_parallel_ops
+from keras_retinanet.utils.threads import use_parallel_ops_for
 from keras_retinanet.utils.transform import random_transform_generator
 
 
@@ -825,7 +825,7 @@ def prepare(args):
     recipe = training_recipe(args)
     spec = recipe.spec
     # first, before TensorFlow runs an op: its thread pools, then a MultiWorkerMirroredStrategy
-    use_parallel_ops(models.backbone(spec.backbone).light_ops, None if spec.no_resize else spec.image_max_side)
+    use_parallel_ops_for(spec.backbone, spec.image_max_side, spec.no_resize)
     strategy = create_strategy(args.strategy, args.multi_gpu)
     role = read_tf_config().role if in_multi_worker_mode(strategy) else ONLY_WORKER
     if not role.is_chief:  # the chief writes the run's files (and locks their folder); the others nothing

@@ -277,7 +277,6 @@ def _get_detections(
     from tqdm import tqdm
 
     from keras_retinanet.inference import as_detector
-    from keras_retinanet.utils.threads import model_calls_at_once
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -289,7 +288,7 @@ def _get_detections(
     inference_times = np.zeros(num_images)
 
     # With whole ops (utils.threads) one model call leaves a core idle: run several at once.
-    calls = model_calls_at_once()
+    calls = detector.model_calls
     timings = []
 
     def images(bar):

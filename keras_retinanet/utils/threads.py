@@ -92,6 +92,21 @@ def use_parallel_ops(light_ops, image_side):
     return threads
 
 
+def use_parallel_ops_for(backbone, image_max_side=None, no_resize=None):
+    """``use_parallel_ops`` for a model's recipe: its backbone name and resize settings.
+
+    Returns None (TensorFlow's defaults kept) for an unknown or missing backbone too: the
+    caller's own loading reports that.
+    """
+    from keras_retinanet import models
+
+    try:
+        light_ops = models.backbone(backbone).light_ops
+    except (TypeError, ValueError):
+        return None
+    return use_parallel_ops(light_ops, None if no_resize else image_max_side)
+
+
 def chosen_threads():
     """(intra, inter) threads ``use_parallel_ops`` set in this process, or None (TensorFlow's defaults)."""
     return _chosen

@@ -227,9 +227,10 @@ def detection_graph(
         image_min_side, image_max_side: resize bounds, as ``utils.image.resize_image``.
         no_resize: run the model on the images at their size.
         channel_order: 'bgr' (the library's convention) or 'rgb' (most decoders).
-        nms_op: how the model's ``FilterDetections`` computes NMS in the graph
-            (``layers.filter_detections``): 'matrix' (as the Keras model, a loop) or
-            'builtin' (one NMS op per image; TFLite, whose graphs have batch 1).
+        nms_op: how the model's ``FilterDetections`` computes NMS in the graph, whatever
+            op the Keras layer uses (``layers.filter_detections``): 'matrix' (a loop, which
+            ONNX has), 'builtin' (one NMS op per image; TFLite, whose graphs have batch 1)
+            or 'overlaps' (TensorFlow only).
 
     Returns:
         f(images (B, H, W, 3) uint8 or float) -> dict ``boxes`` (B, D, 4) float32 in the
@@ -247,7 +248,7 @@ def detection_graph(
 
     import tensorflow as tf
 
-    network, filter_layer = _split_filter(model) if nms_op != "matrix" else (model, None)
+    network, filter_layer = _split_filter(model)
 
     def run_model(inputs):
         if filter_layer is None:

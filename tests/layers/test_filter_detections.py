@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_retinanet.layers import FilterDetections, filter_detections
 from keras_retinanet.utils.compute_overlap import compute_overlap
@@ -146,7 +147,7 @@ def test_fewer_anchors_than_max_detections_are_padded():
     assert (s[0, 2:] == -1).all() and (b[0, 2:] == -1).all()
 
 
-@pytest.mark.parametrize("nms_op", ["matrix", "builtin"])
+@pytest.mark.parametrize("nms_op", ["overlaps", "matrix", "builtin"])
 @pytest.mark.parametrize("class_specific", [True, False])
 @pytest.mark.parametrize("nms", [True, False])
 def test_matches_numpy_reference_on_random_input(class_specific, nms, nms_op):
@@ -202,3 +203,43 @@ def test_layer_rejects_nonpositive_max_detections():
 def test_unknown_nms_op_is_an_error():
     with pytest.raises(ValueError, match="unknown NMS op 'fast'"):
         filter_detections(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 2), np.float32), nms_op="fast")
+
+
+def test_nms_ops_agree_with_an_unknown_batch_size_and_uneven_valid_counts():
+    """In a graph whose batch size is unknown (as in a Keras model), each NMS op gives the
+    reference's detections; image 0 has few candidates above the threshold, image 1 many
+    and image 2 none, so the candidates cut after the batch's last valid one include
+    invalid ones of image 0, which must neither suppress nor be kept."""
+    rng = np.random.default_rng(5)
+    num_anchors, num_classes, max_detections = 300, 3, 40
+    xy = rng.uniform(0, 80, size=(3, num_anchors, 2))
+    wh = rng.uniform(5, 40, size=(3, num_anchors, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
+    scores = (rng.uniform(size=(3, num_anchors, num_classes)) ** 4).astype(np.float32)
+    scores[0] *= 0.055  # a few pairs above 0.05
+    scores[2] = 0.01  # none
+    signature = [tf.TensorSpec([None, None, 4], tf.float32), tf.TensorSpec([None, None, num_classes], tf.float32)]
+    for nms_op in ("overlaps", "matrix"):
+        run = tf.function(
+            lambda b, s, op=nms_op: filter_detections(b, s, max_detections=max_detections, nms_op=op),
+            input_signature=signature,
+        )
+        out = _np(run(boxes, scores))
+        for i in range(3):
+            ref_boxes, ref_scores, ref_labels = _reference(boxes[i], scores[i], True, True, 0.05, 0.5, max_detections)
+            valid = out[1][i] > -1
+            assert valid.sum() == len(ref_scores), (nms_op, i)
+            np.testing.assert_allclose(out[1][i][valid], ref_scores, rtol=1e-6)
+            np.testing.assert_array_equal(out[2][i][valid], ref_labels)
+            np.testing.assert_allclose(out[0][i][valid], ref_boxes, rtol=1e-6)
+        assert 0 < (out[1][0] > -1).sum() < max_detections and (out[1][2] == -1).all()
+
+
+def test_layer_nms_op_in_config_and_checked():
+    layer = FilterDetections(nms_op="matrix")
+    assert FilterDetections.from_config(layer.get_config()).nms_op == "matrix"
+    config = layer.get_config()
+    del config["nms_op"]  # a model saved before the option: the default op, the same boxes
+    assert FilterDetections.from_config(config).nms_op == "overlaps"
+    with pytest.raises(ValueError, match="unknown nms_op 'fast'"):
+        FilterDetections(nms_op="fast")

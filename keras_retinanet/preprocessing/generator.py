@@ -34,7 +34,6 @@ import numpy as np
 from ..constants import DEFAULT_IMAGE_MAX_SIDE, DEFAULT_IMAGE_MIN_SIDE
 
 from ..utils.anchors import (
-    DEFAULT_PYRAMID_LEVELS,
     aligned_zeros,
     anchor_targets_bbox,
     anchors_for_shape,
@@ -52,9 +51,10 @@ from ..utils.image import (
 from ..utils.transform import transform_aabb
 
 GROUP_METHODS = ("none", "random", "ratio")
-# Batches are padded to a multiple of this (the default largest anchor stride, P7), so that
-# every backbone's feature maps have exactly guess_shapes' sizes.
-PADDING_MULTIPLE = 128
+# Batches are padded to a multiple of this, the backbones' largest stride (C5): their feature
+# maps then divide exactly, and P6 / P7 (stride-2 'same' convolutions) round up, as
+# guess_shapes does. (A multiple of P7's 128 would make a 400-px image 512 px: 1.6x the work.)
+PADDING_MULTIPLE = 32
 # ``load_training_image``'s default for its augmentation: draw from the generator's own generators.
 DRAW = "draw"
 
@@ -198,8 +198,7 @@ class Generator(keras.utils.PyDataset):
         self.pyramid_levels = config_levels if pyramid_levels is None else list(pyramid_levels)
         if self.anchor_params is not None or self.pyramid_levels is not None:
             check_anchor_levels(self.anchor_params, self.pyramid_levels)
-        levels = self.pyramid_levels or DEFAULT_PYRAMID_LEVELS
-        self.padding_multiple = max(PADDING_MULTIPLE, 2 ** max(levels))
+        self.padding_multiple = PADDING_MULTIPLE
         self._rng = random.Random(seed)
         #: the images this generator could not read during training or evaluation (skipped, reported)
         self.skipped_images = SkippedImages()

@@ -2,7 +2,7 @@
 
 Batches are prepared in parallel (``num_parallel_calls``) by the generator's own steps:
 for each image, read and decode, drop invalid boxes, visual effect, affine transform,
-resize, preprocess; then the zero-padded batch (a multiple of the largest anchor stride)
+resize, preprocess; then the zero-padded batch (a multiple of the backbones' largest stride, 32)
 and its anchor targets on the padded shape (``compute_anchor_targets``, by default
 ``anchor_targets_bbox``). Their heavy work -- OpenCV decode / warp / resize, NumPy
 arithmetic, the pruned IoU -- runs outside the GIL. The dense classification targets
@@ -13,7 +13,7 @@ pipeline is repeatable whatever the parallelism.
 
 Elements: ``(images, {"regression": regression, "classification": classification})``::
 
-    images          (B, H, W, 3) float32, preprocessed, H and W multiples of 128
+    images          (B, H, W, 3) float32, preprocessed, H and W multiples of 32 (PADDING_MULTIPLE)
     regression      (B, N, 4 + 1) float32: bbox_transform targets, anchor state
     classification  (B, N, C + 1) float32: one-hot class, anchor state
 

@@ -220,13 +220,17 @@ def test_forward_pass_matches_anchor_count(name):
 
 
 @pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
-def test_odd_input_sizes_do_not_crash(name):
+def test_odd_input_sizes_do_not_crash_and_padded_ones_match_the_anchors(name):
     model = training_model(name)
     image = np.zeros((1, 131, 97, 3), np.float32)
     regression, classification = model(image, training=False)
     assert regression.shape[1] == classification.shape[1] > 0
     if name.startswith("resnet"):  # ResNet rounds feature sizes up, as guess_shapes does
         assert regression.shape[1] == len(anchors_for_shape((131, 97)))
+    # training pads to multiples of 32 (not of P7's 128): C3..C5 divide exactly, P6 and P7
+    # round up (5x3 -> 3x2 -> 2x1 here), so every anchor target has its prediction
+    regression, _ = model(np.zeros((1, 160, 96, 3), np.float32), training=False)
+    assert regression.shape[1] == len(anchors_for_shape((160, 96)))
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3small_0.75", "mobilenetv3large_1.0"])
@@ -242,8 +246,8 @@ def test_mobilenetv3_feature_strides_with_p2(name):
 
 @pytest.mark.parametrize("name", OTHER_ARCHITECTURES)
 def test_every_architecture_builds_training_and_inference_models(name):
-    model = models.backbone(name).retinanet(num_classes=2, inputs=keras.Input((128, 128, 3)))
-    num_anchors = len(anchors_for_shape((128, 128)))
+    model = models.backbone(name).retinanet(num_classes=2, inputs=keras.Input((160, 96, 3)))  # multiples of 32
+    num_anchors = len(anchors_for_shape((160, 96)))
     assert [tuple(o.shape) for o in model.outputs] == [(None, num_anchors, 4), (None, num_anchors, 2)]
     inference = models.convert_model(model, max_detections=10)
     assert [tuple(o.shape) for o in inference.outputs] == [(None, 10, 4), (None, 10), (None, 10)]

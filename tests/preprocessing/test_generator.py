@@ -76,7 +76,7 @@ def test_grouping_methods():
         none[3]
 
 
-def test_batch_is_padded_to_a_multiple_of_128_and_targets_use_the_padded_shape():
+def test_batch_is_padded_to_a_multiple_of_32_and_targets_use_the_padded_shape():
     images, annotations = _dataset()
     generator = InMemoryGenerator(
         images,
@@ -88,12 +88,12 @@ def test_batch_is_padded_to_a_multiple_of_128_and_targets_use_the_padded_shape()
         image_max_side=200,
     )
     inputs, (regression, labels) = generator[0]  # images 64x96 -> 64x96 and 96x64 -> 96x64
-    assert inputs.shape == (2, 128, 128, 3) and inputs.dtype == np.float32
+    assert inputs.shape == (2, 96, 96, 3) and inputs.dtype == np.float32
     # each image sits top-left, preprocessed (caffe), zeros around it
     np.testing.assert_array_equal(inputs[0, :64, :96], generator.preprocess_image(images[0]))
     assert not inputs[0, 64:].any() and not inputs[0, :, 96:].any()
     assert not inputs[1, 96:].any() and not inputs[1, :, 64:].any()
-    anchors = anchors_for_shape((128, 128))
+    anchors = anchors_for_shape((96, 96))
     assert regression.shape == (2, len(anchors), 5) and labels.shape == (2, len(anchors), 3)
     expected = anchor_targets_bbox(
         anchors, [(64, 96, 3), (96, 64, 3)], [generator.load_annotations(0), generator.load_annotations(1)], 2
@@ -163,7 +163,8 @@ def test_visual_effects_and_config(tmp_path):
     )
     assert generator.anchor_params.num_anchors() == 2
     inputs, (regression, _) = generator[0]
-    cells = sum((-(-128 // 2**level)) ** 2 for level in range(3, 8))
+    assert inputs.shape == (1, 64, 96, 3)  # 64x96 is already a multiple of 32
+    cells = sum((-(-64 // 2**level)) * (-(-96 // 2**level)) for level in range(3, 8))
     assert regression.shape == (1, cells * 2, 5)
     unchanged = generator.preprocess_image(images[0])
     assert not np.array_equal(inputs[0, :64, :96], unchanged)  # the visual effect changed the pixels

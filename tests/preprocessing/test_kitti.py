@@ -67,7 +67,7 @@ def test_training_batch_through_the_shared_per_image_step(tmp_path):
     np.testing.assert_allclose(entry.annotations["bboxes"][0], np.array([599.41, 156.40, 629.75, 189.25]) * scale,
                                rtol=1e-3)  # fmt: skip
     inputs, (regression, labels) = generator[0]
-    assert inputs.shape == (2, 128, 384, 3)  # padded to multiples of 128
+    assert inputs.shape == (2, 128, 352, 3)  # padded to multiples of 32
     assert regression.shape[:2] == labels.shape[:2] and labels.shape[2] == 8 + 1
 
 

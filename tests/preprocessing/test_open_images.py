@@ -217,5 +217,5 @@ def test_a_training_batch(tmp_path):
         generator = OpenImagesGenerator(root, "train", annotation_cache_dir=str(tmp_path), batch_size=3,
                                         image_min_side=64, image_max_side=128, group_method="none")  # fmt: skip
     inputs, (regression, labels) = generator[0]
-    assert inputs.shape == (3, 128, 128, 3) and labels.shape[-1] == 6 + 1
+    assert inputs.shape == (3, 64, 128, 3) and labels.shape[-1] == 6 + 1  # padded to multiples of 32
     assert (labels[..., -1] == 1).any()  # some anchors are positive

@@ -51,13 +51,13 @@ def test_structure_and_equality_with_the_generator(mixed_dataset):
     assert len(batches) == 3
     for index, (images, targets) in enumerate(batches):
         assert images.dtype == np.float32 and images.shape[0] == 2
-        assert images.shape[1] % 128 == 0 and images.shape[2] % 128 == 0
+        assert images.shape[1] % 32 == 0 and images.shape[2] % 32 == 0
         expected_images, (expected_regression, expected_labels) = generator[index]
         np.testing.assert_array_equal(images, expected_images)
         np.testing.assert_array_equal(targets["regression"], expected_regression)
         np.testing.assert_array_equal(targets["classification"], expected_labels)
     # the mixed batch (wide + tall images, each resized to 96 x 149) pads to 256 x 256
-    assert batches[1][0].shape == (2, 256, 256, 3)
+    assert batches[1][0].shape == (2, 160, 160, 3)
 
 
 def test_targets_equal_anchor_targets_bbox(mixed_dataset):

@@ -99,8 +99,10 @@ def _batch(size, batch_size, num_classes, num_anchors_total, positives=20):
     return images, {"regression": regression, "classification": classification}
 
 
-def _padded(size, multiple=128):
-    return (size + multiple - 1) // multiple * multiple
+def _padded(size):
+    from keras_retinanet.preprocessing.generator import PADDING_MULTIPLE
+
+    return (size + PADDING_MULTIPLE - 1) // PADDING_MULTIPLE * PADDING_MULTIPLE
 
 
 def _parse(config):
@@ -139,7 +141,7 @@ def measure(config, args):
         head_norm=norm,
     )
     compile_training_model(model, lr=1e-3)
-    side = _padded(args.size)  # the input the pipeline builds: padded to a multiple of the largest stride
+    side = _padded(args.size)  # the input the pipeline builds: padded to a multiple of the backbones' largest stride
     images, targets = _batch(side, args.batch_size, args.classes, len(anchors_for_shape((side, side))))
     for _ in range(2):
         model.train_on_batch(images, targets)

@@ -147,16 +147,22 @@ def test_fewer_anchors_than_max_detections_are_padded():
     assert (s[0, 2:] == -1).all() and (b[0, 2:] == -1).all()
 
 
+def _random_boxes_and_scores(seed, batch, num_anchors, num_classes, extent):
+    """(B, N, 4) boxes of 5-40 px inside ``extent`` + 40 px, (B, N, C) scores skewed to low values."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, extent, size=(batch, num_anchors, 2))
+    wh = rng.uniform(5, 40, size=(batch, num_anchors, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
+    scores = (rng.uniform(size=(batch, num_anchors, num_classes)) ** 4).astype(np.float32)
+    return boxes, scores
+
+
 @pytest.mark.parametrize("nms_op", ["overlaps", "matrix", "builtin"])
 @pytest.mark.parametrize("class_specific", [True, False])
 @pytest.mark.parametrize("nms", [True, False])
 def test_matches_numpy_reference_on_random_input(class_specific, nms, nms_op):
-    rng = np.random.default_rng(3)
     num_anchors, num_classes, max_detections = 400, 4, 50
-    xy = rng.uniform(0, 100, size=(2, num_anchors, 2))
-    wh = rng.uniform(5, 40, size=(2, num_anchors, 2))
-    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
-    scores = (rng.uniform(size=(2, num_anchors, num_classes)) ** 4).astype(np.float32)
+    boxes, scores = _random_boxes_and_scores(3, 2, num_anchors, num_classes, extent=100)
     out = _np(
         filter_detections(
             boxes, scores, class_specific_filter=class_specific, nms=nms, max_detections=max_detections, nms_op=nms_op
@@ -210,12 +216,8 @@ def test_nms_ops_agree_with_an_unknown_batch_size_and_uneven_valid_counts():
     reference's detections; image 0 has few candidates above the threshold, image 1 many
     and image 2 none, so the candidates cut after the batch's last valid one include
     invalid ones of image 0, which must neither suppress nor be kept."""
-    rng = np.random.default_rng(5)
     num_anchors, num_classes, max_detections = 300, 3, 40
-    xy = rng.uniform(0, 80, size=(3, num_anchors, 2))
-    wh = rng.uniform(5, 40, size=(3, num_anchors, 2))
-    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
-    scores = (rng.uniform(size=(3, num_anchors, num_classes)) ** 4).astype(np.float32)
+    boxes, scores = _random_boxes_and_scores(5, 3, num_anchors, num_classes, extent=80)
     scores[0] *= 0.055  # a few pairs above 0.05
     scores[2] = 0.01  # none
     signature = [tf.TensorSpec([None, None, 4], tf.float32), tf.TensorSpec([None, None, num_classes], tf.float32)]

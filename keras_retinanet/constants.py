@@ -32,4 +32,5 @@ ANCHOR_POSITIVE = 1
 OPTIMIZERS = ("adam", "adamw", "sgd")
 BOX_LOSSES = ("smooth_l1", "giou")
 HEAD_NORMS = ("none", "group")
+BACKBONE_NORMS = ("batch", "group")
 LR_SCHEDULES = ("plateau", "cosine")

@@ -34,6 +34,13 @@ class OutputError(OSError):
     """
 
 
+class SettingError(ValueError):
+    """An environment variable of the package (``KERAS_RETINANET_*``) has a value it does not know.
+
+    The message names the variable, its value and the values it takes.
+    """
+
+
 class ClusterConfigError(ValueError):
     """The cluster of a multi-worker run (the TF_CONFIG environment variable) is missing or malformed."""
 

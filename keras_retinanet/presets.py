@@ -17,6 +17,7 @@ PRESETS = {
             "lr_schedule": "cosine",
             "optimizer_clipnorm": 10.0,
             "head_norm": "group",
+            "backbone_norm": "group",
             "box_loss": "giou",
             "fit_anchors": True,
         },
@@ -26,7 +27,9 @@ PRESETS = {
 
 # what shapes a new model (its layers, anchors, losses): a --snapshot keeps its own, so resuming
 # with a preset leaves these out
-NEW_MODEL_ONLY = ("imagenet_weights", "backbone", "feature_size", "head_depth", "head_norm", "fit_anchors", "box_loss")
+NEW_MODEL_ONLY = (
+    "imagenet_weights", "backbone", "feature_size", "head_depth", "head_norm", "backbone_norm", "fit_anchors", "box_loss",
+)  # fmt: skip
 
 
 def preset_defaults(name, resuming=False):

@@ -174,6 +174,8 @@ class DetectorSpec:
         image_min_side, image_max_side, no_resize: how images are resized for the model.
         feature_size, head_depth: FPN / head channels and hidden head convolutions.
         head_norm: normalisation of the hidden head layers, 'none' or 'group'.
+        backbone_norm: normalisation in the backbone, 'batch' (BatchNormalization) or
+            'group' (GroupNormalization, ``models._applications.with_group_norm``).
         clip_margin: boxes are clipped to [0, side - clip_margin] (1: models made by
             fizyr 1.0, which clip to the last pixel's index; None: 0).
         epoch: the epochs a training snapshot has completed (``--snapshot`` resumes after it).
@@ -193,6 +195,7 @@ class DetectorSpec:
     feature_size: int = None
     head_depth: int = None
     head_norm: str = None
+    backbone_norm: str = None
     clip_margin: float = None
     epoch: int = None
     filter: FilterSpec = None

@@ -271,6 +271,7 @@ def create_models(
     optimizer="adam",
     box_loss="smooth_l1",
     weight_decay=None,
+    backbone_norm=None,
 ):
     """Build and compile the training model and its inference twin (fizyr's signature).
 
@@ -292,6 +293,8 @@ def create_models(
         spec: ``DetectorSpec`` of the run (classes, image sizes, ...), saved in the models.
         head_norm: None / 'none' or 'group' (GroupNorm in the heads' hidden layers).
         optimizer, box_loss, weight_decay: see ``compile_training_model``.
+        backbone_norm: None / 'batch' or 'group' (GroupNormalization in place of the
+            backbone's BatchNormalization, ``models._applications.with_group_norm``).
 
     Returns:
         (model, training_model, prediction_model); model and training_model are the same.
@@ -314,11 +317,16 @@ def create_models(
         kwargs["submodel_depth"] = submodel_depth
     if head_norm not in (None, "none"):
         kwargs["head_norm"] = head_norm
+    if backbone_norm not in (None, "batch"):
+        kwargs["backbone_norm"] = backbone_norm
     if spec is not None:
         kwargs["spec"] = spec
     from keras_retinanet.models.fizyr import fizyr_weights_model, is_fizyr_file
 
-    if weights is not None and is_fizyr_file(weights):
+    fizyr_file = weights is not None and is_fizyr_file(weights)
+    if fizyr_file and backbone_norm not in (None, "batch"):
+        raise SetupError(f"{weights}: a fizyr model keeps its BatchNormalization layers; leave out --backbone-norm")
+    if fizyr_file:
         # fizyr 1.0 weights: its architecture (keras-resnet's ResNet layout, FPN and head sizes)
         model, fresh = fizyr_weights_model(weights, num_classes, spec)
         if fresh:
@@ -942,6 +950,7 @@ def _prepare_run(args, spec, backbone, initial_epoch, notes, lock, strategy, rol
                     feature_size=args.feature_size,
                     submodel_depth=args.head_depth,
                     head_norm=getattr(args, "head_norm", None),
+                    backbone_norm=getattr(args, "backbone_norm", None),
                     optimizer=getattr(args, "optimizer", "adam"),
                     box_loss=getattr(args, "box_loss", "smooth_l1"),
                     weight_decay=getattr(args, "weight_decay", None),

@@ -92,10 +92,19 @@ def import_tensorflow(verbose=False):
 
     Everything TensorFlow writes to standard error meanwhile is held back and passed on,
     but for the lines of ``TENSORFLOW_NOISE``; ``verbose`` passes on everything.
+
+    Raises:
+        ToolError: a ``KERAS_RETINANET_THREADS`` / ``KERAS_RETINANET_MALLOC`` value it does not know.
     """
+    from ..errors import SettingError
+    from ..utils import threads
     from ..utils.allocator import keep_freed_memory
 
-    keep_freed_memory()  # before TensorFlow's first buffers: no page faults on every step
+    try:
+        threads.setting()  # read when the model is known; a typo stops the tool before any work
+        keep_freed_memory()  # before TensorFlow's first buffers: no page faults on every step
+    except SettingError as error:
+        raise ToolError(str(error)) from None
     if verbose or "tensorflow" in sys.modules:
         import tensorflow as tf  # noqa: F401
 

@@ -10,7 +10,7 @@ import os
 import sys
 
 from keras_retinanet import constants
-from keras_retinanet.bin import LOGGER, import_tensorflow, log_threads, new_parser, print_notes, set_verbosity, tool_main
+from keras_retinanet.bin import LOGGER, ToolError, import_tensorflow, log_threads, new_parser, print_notes, set_verbosity, tool_main
 from keras_retinanet.preprocessing.datasets import add_dataset_subparsers
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -133,6 +133,13 @@ def parse_args(args):
         "--head-norm",
         choices=constants.HEAD_NORMS,
         help="normalisation in the heads' hidden layers: none (the paper's) or group (GroupNorm; default: none)",
+    )
+    parser.add_argument(
+        "--backbone-norm",
+        choices=constants.BACKBONE_NORMS,
+        help="normalisation in the backbone: batch (its BatchNormalization) or group (GroupNormalization "
+        "in its place: each image normalised by its own statistics, in training and at inference alike, "
+        "which small batches from scratch need; default: batch)",
     )
     parser.add_argument(
         "--fit-anchors",
@@ -267,8 +274,9 @@ def _argument_problems(args):
         (get("lr", 1) <= 0, f"--lr must be > 0, got {get('lr')}"),
         (get("feature_size") is not None and get("feature_size") < 1,
          f"--feature-size must be >= 1, got {get('feature_size')}"),
-        (bool(get("snapshot")) and (get("feature_size") is not None or get("head_depth") is not None),
-         "--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with"),
+        (bool(get("snapshot")) and any(get(name) is not None for name in ("feature_size", "head_depth", "backbone_norm")),
+         "--feature-size, --head-depth and --backbone-norm shape a new model; a --snapshot keeps the architecture "
+         "it was saved with"),
         (get("snapshots", False) and not get("snapshot_path", "./snapshots"),
          "--snapshot-path is empty (give a folder, or --no-snapshots)"),
         (get("keep_last") is not None and get("keep_last") < 1, f"--keep-last must be >= 1, got {get('keep_last')}"),
@@ -370,7 +378,7 @@ def main(args=None):
         from keras_retinanet import training  # heavy imports only once the arguments are sane
 
         run = training.prepare(args)
-    except (ValueError, OSError) as error:
+    except (ToolError, ValueError, OSError) as error:
         print(f"retinanet-train: error: {error}", file=sys.stderr)
         return 1
     print_notes("retinanet-train", run.notes)

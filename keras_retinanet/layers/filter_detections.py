@@ -267,20 +267,13 @@ def filter_detections(
             tensor[:, :num_candidates]
             for tensor in (candidate_scores, candidate_anchors, candidate_labels, candidate_boxes, keep)
         )  # fmt: skip
+    nms_labels = candidate_labels if class_specific_filter else None  # None: suppression across labels
     if nms and nms_op == "builtin":
-        labels = candidate_labels if class_specific_filter else None
-        keep = _builtin_nms_keep(candidate_boxes, keep, labels, candidate_scores, nms_threshold)
+        keep = _builtin_nms_keep(candidate_boxes, keep, nms_labels, candidate_scores, nms_threshold)
     elif nms and nms_op == "overlaps":
-        labels = candidate_labels if class_specific_filter else None
-        keep = _overlaps_nms_keep(candidate_boxes, keep, labels, candidate_scores, nms_threshold)
+        keep = _overlaps_nms_keep(candidate_boxes, keep, nms_labels, candidate_scores, nms_threshold)
     elif nms:
-        keep = _greedy_nms_keep(
-            candidate_boxes,
-            keep,
-            candidate_labels if class_specific_filter else None,
-            nms_threshold,
-            parallel_iterations,
-        )
+        keep = _greedy_nms_keep(candidate_boxes, keep, nms_labels, nms_threshold, parallel_iterations)
 
     # Candidates are sorted by score; top_k is stable, so this keeps that order.
     num_selected = tf.minimum(max_detections, num_candidates)

@@ -314,7 +314,8 @@ def architecture_spec(model):
     (custom submodels) stay None.
 
     Returns:
-        ``DetectorSpec`` with num_classes, pyramid_levels, feature_size, head_depth and head_norm.
+        ``DetectorSpec`` with num_classes, pyramid_levels, feature_size, head_depth, head_norm and
+        backbone_norm.
     """
     names = {layer.name for layer in model.layers}
     levels = tuple(level for level in SUPPORTED_PYRAMID_LEVELS if f"P{level}" in names) or None
@@ -333,9 +334,17 @@ def architecture_spec(model):
         head_norm = "group" if any(layer.name.endswith("_gn") for layer in head.layers) else "none"
     if "classification" in list(model.output_names):
         num_classes = int(model.outputs[list(model.output_names).index("classification")].shape[-1])
+    # the backbone's layers sit in the model itself (the heads are nested submodels)
+    kinds = tuple(type(layer) for layer in model.layers)
+    backbone_norm = (
+        "group" if any(issubclass(kind, keras.layers.GroupNormalization) for kind in kinds)
+        else "batch" if any(issubclass(kind, keras.layers.BatchNormalization) for kind in kinds)
+        else None
+    )  # fmt: skip
     return DetectorSpec(
-        num_classes=num_classes, pyramid_levels=levels, feature_size=feature_size, head_depth=head_depth, head_norm=head_norm
-    )
+        num_classes=num_classes, pyramid_levels=levels, feature_size=feature_size, head_depth=head_depth,
+        head_norm=head_norm, backbone_norm=backbone_norm,
+    )  # fmt: skip
 
 
 def _check_num_anchors(model, anchor_params):

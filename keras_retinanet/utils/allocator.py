@@ -11,13 +11,16 @@ the same (it is the peak of live buffers either way); memory freed after the pea
 for reuse instead of being returned.
 
 The tools call it before TensorFlow starts; call it yourself at the top of a training
-script. ``KERAS_RETINANET_MALLOC=system`` keeps glibc's defaults; it does nothing on a C
+script. ``KERAS_RETINANET_MALLOC=system`` keeps glibc's defaults (``keep`` or unset: the
+setting above; any other value raises ``errors.SettingError``); it does nothing on a C
 library other than glibc, or when another allocator was preloaded (``LD_PRELOAD``).
 """
 import ctypes
 import ctypes.util
 import os
 import platform
+
+from ..errors import SettingError
 
 # mallopt parameters of glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
@@ -26,8 +29,25 @@ _M_MMAP_MAX = -4
 _NEVER = 2**31 - 1
 
 ENVIRONMENT_VARIABLE = "KERAS_RETINANET_MALLOC"
+SETTINGS = ("keep", "system")
 
 _applied = None
+
+
+def setting(environ=None):
+    """The value of ``KERAS_RETINANET_MALLOC``: 'keep' (also when unset or empty) or 'system'.
+
+    Raises:
+        SettingError: any other value.
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() or "keep"
+    if value not in SETTINGS:
+        raise SettingError(
+            f"{ENVIRONMENT_VARIABLE}={environ[ENVIRONMENT_VARIABLE]!r} is not a setting: use 'system' "
+            "(glibc's defaults) or 'keep' (keep freed memory for reuse), or leave it unset"
+        )
+    return value
 
 
 def keep_freed_memory():
@@ -37,12 +57,16 @@ def keep_freed_memory():
         True when glibc's settings were changed (now or by an earlier call), False when
         nothing was done: not glibc, another allocator preloaded, or the environment
         variable set to ``system``.
+
+    Raises:
+        SettingError: ``KERAS_RETINANET_MALLOC`` has an unknown value (``setting``).
     """
     global _applied
     if _applied is not None:
         return _applied
+    choice = setting()  # a bad value raises before anything is decided
     _applied = False
-    if os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() == "system":
+    if choice == "system":
         return False
     if "malloc" in os.environ.get("LD_PRELOAD", ""):  # tcmalloc, jemalloc, mimalloc: already fine
         return False

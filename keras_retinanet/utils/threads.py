@@ -27,12 +27,15 @@ machine of at most ``MAX_CORES`` cores; anything else keeps TensorFlow's default
 machines were not measured). One inference call at a time then has less parallelism than
 before, so inference runs ``model_calls_at_once()`` calls at once instead (``Detector``).
 TensorFlow's own ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` win when set, and
-``KERAS_RETINANET_THREADS=tensorflow`` keeps TensorFlow's defaults. It must run before
-TensorFlow's first op.
+``KERAS_RETINANET_THREADS=tensorflow`` keeps TensorFlow's defaults (``auto`` or unset: the choice
+above; any other value raises ``errors.SettingError``). It must run before TensorFlow's first op.
 """
 import os
 
+from ..errors import SettingError
+
 ENVIRONMENT_VARIABLE = "KERAS_RETINANET_THREADS"
+SETTINGS = ("auto", "tensorflow")
 TENSORFLOW_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 MAX_CORES = 2  # the machines it was measured on
 MAX_SIDE = 640  # px: a MobileNet's ops at 800 px split well enough
@@ -48,6 +51,22 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def setting(environ=None):
+    """The value of ``KERAS_RETINANET_THREADS``: 'auto' (also when unset or empty) or 'tensorflow'.
+
+    Raises:
+        SettingError: any other value (a typo would otherwise be ignored without a word).
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() or "auto"
+    if value not in SETTINGS:
+        raise SettingError(
+            f"{ENVIRONMENT_VARIABLE}={environ[ENVIRONMENT_VARIABLE]!r} is not a setting: use 'tensorflow' "
+            "(TensorFlow's default threads) or 'auto' (the package's choice), or leave it unset"
+        )
+    return value
+
+
 def parallel_ops_threads(light_ops, image_side, cores=None, environ=None, has_gpu=False):
     """(intra-op threads, inter-op threads) for a model, or None to keep TensorFlow's (module docstring).
 
@@ -58,9 +77,12 @@ def parallel_ops_threads(light_ops, image_side, cores=None, environ=None, has_gp
         cores: usable cores (default: this process's).
         environ: the environment to read (default ``os.environ``).
         has_gpu: a GPU is visible (the CPU then only feeds it).
+
+    Raises:
+        SettingError: ``KERAS_RETINANET_THREADS`` has an unknown value (``setting``).
     """
     environ = os.environ if environ is None else environ
-    if environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() == "tensorflow":
+    if setting(environ) == "tensorflow":
         return None
     if any(environ.get(name, "").strip() for name in TENSORFLOW_VARIABLES) or has_gpu:
         return None

@@ -198,8 +198,11 @@ def test_batch_size_must_cover_the_replicas(capsys):
         (["--warmup-steps", "-5"], "--warmup-steps must be >= 0, got -5"),
         (
             ["--snapshot", "s.keras", "--feature-size", "64"],
-            "--feature-size and --head-depth shape a new model; a --snapshot keeps the architecture it was saved with",
+            "--feature-size, --head-depth and --backbone-norm shape a new model; a --snapshot keeps the architecture it "
+            "was saved with",
         ),
+        (["--snapshot", "s.keras", "--backbone-norm", "group"], "--backbone-norm shape a new model"),
+        (["--backbone-norm", "layer"], "argument --backbone-norm: invalid choice: 'layer'"),
         (["--time-limit", "0"], "--time-limit must be > 0 minutes, got 0.0"),
         (
             ["--snapshot", "s.keras", "--fit-anchors"],
@@ -216,6 +219,20 @@ def test_model_size_and_warmup_flags_are_checked(capsys, flags, message):
     assert message in capsys.readouterr().err
 
 
+def test_backbone_norm_group_trains_and_is_kept_in_the_snapshot(shapes_dataset, tmp_path, capsys):
+    from keras_retinanet.layers import BackboneGroupNormalization
+    from keras_retinanet.spec import read_keras_spec
+
+    args = _args(shapes_dataset, tmp_path, "--backbone-norm", "group", epochs=1, steps=2)
+    assert train.main(args) == 0
+    snapshot = tmp_path / f"{BACKBONE}_csv_01.keras"
+    assert read_keras_spec(snapshot).backbone_norm == "group"
+    model = keras.saving.load_model(snapshot, compile=False)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert sum(isinstance(layer, BackboneGroupNormalization) for layer in model.layers) == 27
+    assert re.search(r"epoch 1 \| .*loss", capsys.readouterr().out)
+
+
 def test_a_preset_sets_defaults_that_flags_override():
     from keras_retinanet.presets import PRESETS
 
@@ -227,11 +244,11 @@ def test_a_preset_sets_defaults_that_flags_override():
     assert (given.lr, given.fit_anchors, given.head_norm, given.box_loss) == (0.02, False, "none", "giou")
     # resuming with the preset: the snapshot keeps its architecture and anchors, the rest applies
     resumed = train.parse_args(["--preset", "scratch", "--snapshot", "s.keras", "csv", "a", "b"])
-    assert (resumed.backbone, resumed.feature_size, resumed.fit_anchors) == (None, None, False)
+    assert (resumed.backbone, resumed.feature_size, resumed.fit_anchors, resumed.backbone_norm) == (None, None, False, None)
     assert (resumed.lr, resumed.lr_schedule, resumed.optimizer_clipnorm) == (1e-3, "cosine", 10.0)
     plain = train.parse_args(["csv", "a", "b"])
-    assert (plain.lr, plain.fit_anchors, plain.head_norm, plain.box_loss, plain.optimizer) == (
-        1e-5, False, None, "smooth_l1", "adam"
+    assert (plain.lr, plain.fit_anchors, plain.head_norm, plain.box_loss, plain.optimizer, plain.backbone_norm) == (
+        1e-5, False, None, "smooth_l1", "adam", None
     )
     assert plain.steps is None  # one pass over the training set
 
@@ -316,6 +333,24 @@ def test_mirrored_strategy_on_two_cpus_gives_the_single_device_loss(shapes_datas
         figures["two"]["classification_loss"], figures["one"]["classification_loss"], rtol=1e-4
     )
     assert np.isfinite(figures["fit_loss"])
+
+
+@pytest.mark.parametrize(
+    "variable, value", [("KERAS_RETINANET_THREADS", "tensorlfow"), ("KERAS_RETINANET_MALLOC", "sytem")]
+)
+def test_a_mistyped_environment_setting_stops_the_tool_in_one_line(shapes_dataset, tmp_path, variable, value):
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), **{variable: value})
+    args = _args(shapes_dataset, tmp_path / "snapshots", epochs=1, steps=1)
+    done = subprocess.run([sys.executable, "-m", "keras_retinanet.bin.train", *args], capture_output=True, text=True,
+                          env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"retinanet-train: error: {variable}='{value}' is not a setting: use "
+        + ("'tensorflow' (TensorFlow's default threads) or 'auto' (the package's choice)" if variable.endswith("THREADS")
+           else "'system' (glibc's defaults) or 'keep' (keep freed memory for reuse)")
+        + ", or leave it unset"
+    )  # fmt: skip
+    assert not (tmp_path / "snapshots").exists()
 
 
 @pytest.mark.parametrize("environ, expected", [({}, "ops at once"), ({"KERAS_RETINANET_THREADS": "tensorflow"}, "its defaults")])

@@ -260,3 +260,63 @@ def test_densenet_module_lists_its_backbones_as_fizyr():
         "densenet121": [6, 12, 24, 16], "densenet169": [6, 12, 32, 32], "densenet201": [6, 12, 48, 32]}  # fmt: skip
     assert densenet.allowed_backbones["densenet169"][1] is keras.applications.DenseNet169
     assert densenet.DenseNetBackbone.allowed_backbones == ("densenet121", "densenet169", "densenet201")
+
+
+@pytest.mark.parametrize("channels, groups", [(8, 8), (32, 32), (40, 20), (112, 28), (1024, 32), (7, 7), (1, 1)])
+def test_group_norm_groups_divide_the_channels(channels, groups):
+    from keras_retinanet.models._applications import group_norm_groups
+
+    assert group_norm_groups(channels) == groups
+
+
+@pytest.mark.parametrize("name", ["mobilenet128_0.25", "mobilenetv2_0.35", "resnet50", "EfficientNetB0"])
+def test_group_norm_backbone_normalises_each_image_by_itself(name):
+    from keras_retinanet.layers import BackboneGroupNormalization
+    from keras_retinanet.models._applications import group_norm_groups
+    from keras_retinanet.models.retinanet import architecture_spec
+
+    plain = training_model(name)
+    batch_norms = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    model = models.backbone(name).retinanet(NUM_CLASSES, backbone_norm="group")
+    group_norms = [layer for layer in model.layers if isinstance(layer, BackboneGroupNormalization)]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert [layer.name for layer in group_norms] == [f"{layer.name}_gn" for layer in batch_norms]
+    assert all(layer.groups == group_norm_groups(int(layer.input.shape[-1])) for layer in group_norms)
+    assert model.spec.backbone_norm == "group" and plain.spec.backbone_norm == "batch"
+    assert architecture_spec(model).backbone_norm == "group" and architecture_spec(plain).backbone_norm == "batch"
+    assert model.count_params() == plain.count_params() - sum(2 * int(l.input.shape[-1]) for l in batch_norms)
+
+    if any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
+        return  # EfficientNet: its dropout makes two training-mode calls differ anyway
+    images = np.random.default_rng(0).uniform(-1, 1, size=(2, 96, 128, 3)).astype(np.float32)
+    images[1] = images[1] * 3 + 1  # another brightness and contrast
+    together = model(images, training=True)
+    alone = model(images[:1], training=True)
+    inference = model(images[:1], training=False)
+    for both, one, infer in zip(together, alone, inference):
+        np.testing.assert_allclose(both[:1], one, rtol=1e-4, atol=1e-5)  # the other image changes nothing
+        np.testing.assert_allclose(one, infer, rtol=1e-5, atol=1e-6)  # training and inference agree
+    # BatchNormalization in training: the other image of the batch changes this one's outputs
+    group_change = np.abs(np.asarray(together[0][:1]) - np.asarray(alone[0])).max()
+    trainable_bn = models.backbone(name).retinanet(NUM_CLASSES, freeze_bn=False)
+    pair = trainable_bn(images, training=True)[0][:1]
+    single = trainable_bn(images[:1], training=True)[0]
+    assert np.abs(np.asarray(pair) - np.asarray(single)).max() > 100 * max(group_change, 1e-7)
+
+
+def test_group_norm_backbone_keeps_the_other_weights_and_round_trips(mobilenet_weights_file, tmp_path):
+    path, kernel = mobilenet_weights_file
+    model = mobilenet.mobilenet_retinanet(2, backbone="mobilenet128_0.25", weights=path, backbone_norm="group")
+    np.testing.assert_array_equal(model.get_layer("conv_pw_13").get_weights()[0], kernel)
+    assert model.get_layer("conv_pw_13_bn_gn").groups == 32
+    model.save(tmp_path / "gn.keras")
+    loaded = keras.saving.load_model(tmp_path / "gn.keras")  # no custom_objects
+    images = np.random.default_rng(1).uniform(-1, 1, size=(1, 64, 64, 3)).astype(np.float32)
+    for a, b in zip(model.predict_on_batch(images), loaded.predict_on_batch(images)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.spec.backbone_norm == "group"
+
+
+def test_unknown_backbone_norm_is_refused():
+    with pytest.raises(ValueError, match=r"unknown backbone_norm 'layer'; expected one of \('batch', 'group'\)"):
+        models.backbone("mobilenet128_0.25").retinanet(2, backbone_norm="layer")

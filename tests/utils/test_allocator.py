@@ -40,3 +40,13 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     # zeroed by the kernel) each time; kept, the first buffer's pages are faulted in once,
     # then reused (the page size, 4 KiB or transparent huge pages, changes both counts alike)
     assert system_faults > 8 * faults
+
+
+def test_a_mistyped_setting_is_an_error_not_ignored():
+    from keras_retinanet.errors import SettingError
+    from keras_retinanet.utils import allocator
+
+    assert allocator.setting({}) == "keep"
+    assert allocator.setting({"KERAS_RETINANET_MALLOC": " System "}) == "system"
+    with pytest.raises(SettingError, match=r"KERAS_RETINANET_MALLOC='sytem' is not a setting: use 'system'"):
+        allocator.setting({"KERAS_RETINANET_MALLOC": "sytem"})

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from keras_retinanet.errors import SettingError
 from keras_retinanet.utils import threads
 from keras_retinanet.utils.threads import MAX_SIDE, parallel_ops_threads
 
@@ -34,6 +35,18 @@ def test_parallel_ops_threads(light_ops, side, cores, environ, has_gpu, expected
     assert parallel_ops_threads(light_ops, side, cores=cores, environ=environ, has_gpu=has_gpu) == expected
 
 
+@pytest.mark.parametrize("value, expected", [("", "auto"), (" AUTO ", "auto"), ("tensorflow", "tensorflow")])
+def test_setting_reads_the_known_values(value, expected):
+    assert threads.setting({"KERAS_RETINANET_THREADS": value}) == expected
+    assert threads.setting({}) == "auto"
+
+
+@pytest.mark.parametrize("value", ["tensorlfow", "1", "off"])
+def test_a_mistyped_setting_is_an_error_not_ignored(value):
+    with pytest.raises(SettingError, match=rf"KERAS_RETINANET_THREADS='{value}' is not a setting: use 'tensorflow'"):
+        parallel_ops_threads(True, 128, cores=2, environ={"KERAS_RETINANET_THREADS": value})
+
+
 def test_light_ops_of_backbones():
     from keras_retinanet import models
 
@@ -46,6 +59,7 @@ def test_light_ops_of_backbones():
 SCRIPT = """
 import json, sys
 import tensorflow as tf
+from keras_retinanet.errors import SettingError
 from keras_retinanet.utils import threads
 if sys.argv[1] == "op-first":
     tf.constant(1.0) + 1.0

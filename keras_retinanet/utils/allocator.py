@@ -20,7 +20,7 @@ import ctypes.util
 import os
 import platform
 
-from ..errors import SettingError
+from .environment import read_setting
 
 # mallopt parameters of glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
@@ -29,7 +29,7 @@ _M_MMAP_MAX = -4
 _NEVER = 2**31 - 1
 
 ENVIRONMENT_VARIABLE = "KERAS_RETINANET_MALLOC"
-SETTINGS = ("keep", "system")
+SETTINGS = {"system": "glibc's defaults", "keep": "keep freed memory for reuse"}
 
 _applied = None
 
@@ -40,14 +40,7 @@ def setting(environ=None):
     Raises:
         SettingError: any other value.
     """
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() or "keep"
-    if value not in SETTINGS:
-        raise SettingError(
-            f"{ENVIRONMENT_VARIABLE}={environ[ENVIRONMENT_VARIABLE]!r} is not a setting: use 'system' "
-            "(glibc's defaults) or 'keep' (keep freed memory for reuse), or leave it unset"
-        )
-    return value
+    return read_setting(ENVIRONMENT_VARIABLE, SETTINGS, "keep", environ)
 
 
 def keep_freed_memory():

@@ -32,10 +32,10 @@ above; any other value raises ``errors.SettingError``). It must run before Tenso
 """
 import os
 
-from ..errors import SettingError
+from .environment import read_setting
 
 ENVIRONMENT_VARIABLE = "KERAS_RETINANET_THREADS"
-SETTINGS = ("auto", "tensorflow")
+SETTINGS = {"tensorflow": "TensorFlow's default threads", "auto": "the package's choice"}
 TENSORFLOW_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 MAX_CORES = 2  # the machines it was measured on
 MAX_SIDE = 640  # px: a MobileNet's ops at 800 px split well enough
@@ -55,16 +55,9 @@ def setting(environ=None):
     """The value of ``KERAS_RETINANET_THREADS``: 'auto' (also when unset or empty) or 'tensorflow'.
 
     Raises:
-        SettingError: any other value (a typo would otherwise be ignored without a word).
+        SettingError: any other value.
     """
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() or "auto"
-    if value not in SETTINGS:
-        raise SettingError(
-            f"{ENVIRONMENT_VARIABLE}={environ[ENVIRONMENT_VARIABLE]!r} is not a setting: use 'tensorflow' "
-            "(TensorFlow's default threads) or 'auto' (the package's choice), or leave it unset"
-        )
-    return value
+    return read_setting(ENVIRONMENT_VARIABLE, SETTINGS, "auto", environ)
 
 
 def parallel_ops_threads(light_ops, image_side, cores=None, environ=None, has_gpu=False):

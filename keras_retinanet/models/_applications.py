@@ -12,6 +12,7 @@ from ..constants import BACKBONE_NORMS
 from ..layers.group_norm import BackboneGroupNormalization
 from ..utils.model import freeze
 from . import retinanet as retinanet_module
+from .retinanet import group_norm_groups
 
 
 def default_inputs(inputs=None):
@@ -41,11 +42,6 @@ def resolve_weights(weights, backbone):
     if not os.path.exists(weights):
         raise ValueError(f"backbone weights file not found: {weights}")
     return weights
-
-
-def group_norm_groups(channels, max_groups=32):
-    """Groups of a GroupNormalization over ``channels``: the largest divisor of it up to ``max_groups``."""
-    return max(groups for groups in range(1, min(max_groups, channels) + 1) if channels % groups == 0)
 
 
 def with_group_norm(model, inputs):

@@ -11,7 +11,6 @@ Inference model (``retinanet_bbox``): the training model + Anchors -> RegressBox
 ClipBoxes -> FilterDetections, outputs ``[boxes (B, D, 4), scores (B, D), labels (B, D)]``
 padded with -1.
 """
-import math
 
 import keras
 
@@ -48,13 +47,18 @@ def _check_head_norm(norm):
     return norm
 
 
+def group_norm_groups(channels, max_groups=32):
+    """Groups of a GroupNormalization over ``channels``: the largest divisor of it up to ``max_groups``
+    (32 for any multiple of 32; the heads' and ``--backbone-norm group``'s rule)."""
+    return max(groups for groups in range(1, min(max_groups, channels) + 1) if channels % groups == 0)
+
+
 def _head_hidden(outputs, filters, name, norm):
     """One hidden head layer: 3x3 conv + ReLU, or conv + GroupNorm + ReLU for ``norm='group'``."""
     if norm is None:
         return _head_conv(filters, name, activation="relu", bias_initializer="zeros")(outputs)
     outputs = _head_conv(filters, name, bias_initializer="zeros")(outputs)
-    groups = 32 if filters % 32 == 0 else math.gcd(filters, 32)
-    outputs = keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn")(outputs)
+    outputs = keras.layers.GroupNormalization(groups=group_norm_groups(filters), epsilon=1e-5, name=f"{name}_gn")(outputs)
     return keras.layers.Activation("relu", name=f"{name}_relu")(outputs)
 
 

@@ -58,7 +58,7 @@ def _head_hidden(outputs, filters, name, norm):
     if norm is None:
         return _head_conv(filters, name, activation="relu", bias_initializer="zeros")(outputs)
     outputs = _head_conv(filters, name, bias_initializer="zeros")(outputs)
-    outputs = keras.layers.GroupNormalization(groups=group_norm_groups(filters), epsilon=1e-5, name=f"{name}_gn")(outputs)
+    outputs = layers.GroupNormalization(groups=group_norm_groups(filters), epsilon=1e-5, name=f"{name}_gn")(outputs)
     return keras.layers.Activation("relu", name=f"{name}_relu")(outputs)
 
 

@@ -112,6 +112,17 @@ TRAIN_FLAGS = {
 }
 
 
+def initial_weights_notes(args):
+    """Notes on a new model's initial weights that do not suit its architecture."""
+    if args.snapshot or args.weights or not args.imagenet_weights or getattr(args, "backbone_norm", None) != "group":
+        return []
+    return [
+        "--backbone-norm group with ImageNet weights: the pretrained convolutions are kept but their "
+        "BatchNorm statistics are not, so the backbone starts from features it was not trained for; "
+        "GroupNorm is meant for training from scratch (--no-weights, as --preset scratch does)"
+    ]
+
+
 def training_recipe(args):
     """The recipe of a run: the flags, checked against the spec of ``--snapshot`` when resuming.
 
@@ -845,6 +856,7 @@ def prepare(args):
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     notes = list(recipe.notes)
+    notes += initial_weights_notes(args)
     args.backbone = spec.backbone  # names the snapshots
     backbone = models.backbone(args.backbone)
     initial_epoch = args.initial_epoch

@@ -233,6 +233,16 @@ def test_backbone_norm_group_trains_and_is_kept_in_the_snapshot(shapes_dataset, 
     assert re.search(r"epoch 1 \| .*loss", capsys.readouterr().out)
 
 
+def test_a_group_norm_backbone_on_imagenet_weights_gets_a_note():
+    from keras_retinanet.training import initial_weights_notes
+
+    (note,) = initial_weights_notes(train.parse_args(["--backbone-norm", "group", "csv", "a", "b"]))
+    assert "--backbone-norm group with ImageNet weights" in note and "--no-weights" in note
+    for flags in (["--backbone-norm", "group", "--no-weights"], ["--preset", "scratch"], ["--backbone-norm", "batch"],
+                  ["--backbone-norm", "group", "--weights", "w.h5"], []):  # fmt: skip
+        assert initial_weights_notes(train.parse_args([*flags, "csv", "a", "b"])) == [], flags
+
+
 def test_a_preset_sets_defaults_that_flags_override():
     from keras_retinanet.presets import PRESETS
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from keras_retinanet import constants
 from keras_retinanet.bin import (
@@ -181,7 +182,7 @@ def load_model(args):
             args.model, backbone=args.backbone, config=args.config, image_min_side=args.image_min_side,
             image_max_side=args.image_max_side, no_resize=args.no_resize, score_threshold=args.score_threshold,
             max_detections=args.max_detections, batch_size=args.batch_size, flag_names=FLAG_NAMES,
-            clip_boxes=False,
+            clip_boxes=False, many_images=True,
         )  # fmt: skip
     except (ModelLoadError, SpecConflictError, SpecError) as error:
         raise ToolError(_one_line(error)) from None
@@ -247,10 +248,12 @@ def run_evaluation(args, generator, model):
     from keras_retinanet.utils import coco_eval
     from keras_retinanet.utils import eval as voc_eval
 
+    started = time.perf_counter()
     all_detections, inference_times = voc_eval.get_detections(
         generator, model, score_threshold=args.score_threshold, max_detections=args.max_detections,
         save_path=args.save_path, batch_size=args.batch_size, progress=True,
     )
+    seconds = time.perf_counter() - started
     labels = voc_eval.evaluated_labels(generator)
     report = {
         "model": args.model,
@@ -261,6 +264,9 @@ def run_evaluation(args, generator, model):
         "max_detections": args.max_detections,
         "batch_size": args.batch_size,
         "inference_time_per_image": float(sum(inference_times) / max(len(inference_times), 1)),
+        # with several calls at once a call takes longer than its images' share of the wall clock
+        "model_calls_at_once": int(getattr(model, "model_calls", 1)),
+        "images_per_second": float(generator.size() / seconds) if seconds > 0 else None,
     }
     spec = getattr(model, "spec", None)
     if spec is not None:
@@ -318,7 +324,9 @@ def format_report(report):
         for (name, value), description in zip(report["coco"].items(), COCO_METRIC_DESCRIPTIONS):
             lines.append(f"  {name:<6} {description} = {value:.4f}")
     lines.append(f"Inference time for {report['images']} images: {report['inference_time_per_image']:.4f} s per image "
-                 f"(batch size {report['batch_size']})")
+                 f"(batch size {report['batch_size']}, {report['model_calls_at_once']} model call(s) at once)")
+    if report.get("images_per_second"):
+        lines.append(f"Whole detection pass (reading the images included): {report['images_per_second']:.1f} images/s")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import cv2
 import numpy as np
@@ -245,6 +246,34 @@ def test_batch_size_does_not_change_the_figures(shapes_dataset, snapshots, tmp_p
                                       "--json", str(out_json))) == 0
         figures.append(json.loads(out_json.read_text())["voc"])
     assert figures[0] == figures[1]
+
+
+@pytest.mark.slow
+def test_the_tool_runs_two_model_calls_at_once_in_a_fresh_process_with_the_same_figures(shapes_dataset, snapshots, tmp_path, capsys):
+    """A MobileNet at 128 px gets whole ops and several calls at once (``utils.threads``), which
+    only a fresh process can set; this pytest process has run TensorFlow ops, so it keeps one."""
+    import os
+    import subprocess
+    import sys
+
+    from keras_retinanet.utils import threads
+
+    fresh, here = tmp_path / "fresh.json", tmp_path / "here.json"
+    assert tool.main(_csv_command(shapes_dataset, snapshots["inference"], "--json", str(here))) == 0
+    env = {k: v for k, v in os.environ.items() if k not in threads.TENSORFLOW_VARIABLES + (threads.ENVIRONMENT_VARIABLE,)}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    command = [sys.executable, "-m", "keras_retinanet.bin.evaluate",
+               *_csv_command(shapes_dataset, snapshots["inference"], "--json", str(fresh))]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    cores = threads.usable_cores()
+    expected_calls = cores if cores <= threads.MAX_CORES else 1
+    assert f"{expected_calls} model call(s) at once" in completed.stdout
+    assert re.search(r"Whole detection pass \(reading the images included\): [0-9.]+ images/s", completed.stdout)
+    reports = json.loads(fresh.read_text()), json.loads(here.read_text())
+    assert [report["model_calls_at_once"] for report in reports] == [expected_calls, 1]
+    assert reports[0]["images_per_second"] > 0
+    assert reports[0]["voc"] == reports[1]["voc"]  # the same detections, in whatever order the calls end
 
 
 @pytest.mark.slow

@@ -888,7 +888,7 @@ def open_keras_model(
         raise ModelLoadError(f"model file not found: {path}")
     models.check_keras_file(path)
     try:
-        model = models.load_model(path)
+        model = models.load_model(path, compile=False)  # inference needs no optimizer (its variables take time)
     except Exception as error:  # keras raises many kinds for a file that is not a model
         raise ModelLoadError(f"cannot load model {path}: {first_line(error, 300)}") from None
     outputs = list(model.output_names)

@@ -113,7 +113,7 @@ def backbone(backbone_name):
     )
 
 
-def load_model(filepath, backbone_name=None):
+def load_model(filepath, backbone_name=None, compile=True):
     """Load a ``.keras`` model saved by this package, or a fizyr 1.0 ``.h5`` model.
 
     fizyr's ``.h5`` files (Keras 2) are rebuilt in Keras 3 with their weights
@@ -124,9 +124,12 @@ def load_model(filepath, backbone_name=None):
         backbone_name: backbone the caller expects (optional). The model's detector spec
             records its backbone; a different name is a ``SpecConflictError``. Every custom
             object is registered, so it is not needed to load the file.
+        compile: compile the model as it was saved (its optimizer, losses); False for
+            inference, which needs neither and loads faster (the optimizer's variables are
+            not built).
 
     Returns:
-        The keras.Model (compiled if it was saved compiled); a ``RetinaNetModel`` with
+        The keras.Model (compiled if it was saved compiled and ``compile``); a ``RetinaNetModel`` with
         ``.spec`` for files written by this package since the detector spec exists.
     """
     if backbone_name is not None:
@@ -136,7 +139,7 @@ def load_model(filepath, backbone_name=None):
     if os.path.isfile(filepath) and is_fizyr_file(filepath):  # fizyr 1.0's Keras 2 .h5 models
         return load_fizyr_model(filepath, backbone_name=backbone_name)
     check_keras_file(filepath)
-    model = keras.models.load_model(filepath)
+    model = keras.models.load_model(filepath, compile=compile)
     spec = model_spec(model)
     if backbone_name is not None and spec is not None and spec.backbone not in (None, backbone_name):
         raise SpecConflictError(conflict_message("backbone_name", "backbone", backbone_name, spec.backbone, filepath))

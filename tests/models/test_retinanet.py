@@ -244,6 +244,12 @@ def test_save_and_reload_with_plain_keras(small_model, tmp_path):
     for a, b in zip(expected, inference(image)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
+    # for inference: the same weights, no optimizer built (what open_keras_model loads)
+    uncompiled = models.load_model(path, compile=False)
+    assert models.load_model(path).compiled and not uncompiled.compiled
+    for a, b in zip(small_model(image), uncompiled(image)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
     inference_path = str(tmp_path / "inference.keras")
     inference.save(inference_path)
     reloaded_inference = keras.models.load_model(inference_path)

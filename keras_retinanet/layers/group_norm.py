@@ -36,11 +36,11 @@ class GroupNormalization(keras.layers.GroupNormalization):
 
         centred = values - group_means(ops.mean(values, axis=spatial))
         scale = ops.rsqrt(group_means(ops.mean(ops.square(centred), axis=spatial)) + self.epsilon)
-        if self.scale:
-            scale = scale * ops.reshape(ops.cast(self.gamma, "float32"), broadcast)
+        if self.scale:  # (C,) broadcasts against (B, 1, ..., 1, C)
+            scale = scale * ops.cast(self.gamma, "float32")
         outputs = centred * scale
         if self.center:
-            outputs = outputs + ops.reshape(ops.cast(self.beta, "float32"), broadcast)
+            outputs = outputs + ops.cast(self.beta, "float32")
         return ops.cast(outputs, self.compute_dtype)
 
 

@@ -4,7 +4,7 @@ For each feature-map shape a RetinaNet with a GroupNorm backbone or GroupNorm he
 both layers (same groups, same weights) are timed inside ``tf.function`` in interleaved
 rounds, forward alone (inference) and forward plus the gradient of a sum (training). It
 prints the median milliseconds of each, the ratio ours / Keras' and the largest difference
-between the two layers' outputs.
+between the two layers' outputs (forward; the same on both rows of a shape).
 
 Usage::
 
@@ -87,7 +87,7 @@ def main(args=None):
         print(f"  {shape} groups {groups}: done", flush=True)
 
     print()
-    print("| input (B, H, W, C) | groups | pass | ours ms | Keras ms | ours / Keras | max diff |")
+    print("| input (B, H, W, C) | groups | pass | ours ms | Keras ms | ours / Keras | max forward diff |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for shape, groups, mode, ours_ms, keras_ms, difference in rows:
         print(f"| {shape} | {groups} | {mode} | {ours_ms:.2f} | {keras_ms:.2f} | {ours_ms / keras_ms:.2f}x | {difference:.1e} |")

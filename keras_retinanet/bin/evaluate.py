@@ -254,6 +254,8 @@ def run_evaluation(args, generator, model):
         save_path=args.save_path, batch_size=args.batch_size, progress=True,
     )
     seconds = time.perf_counter() - started
+    skipped = getattr(generator, "skipped_images", None) or {}
+    detected = generator.size() - len(skipped)
     labels = voc_eval.evaluated_labels(generator)
     report = {
         "model": args.model,
@@ -265,8 +267,9 @@ def run_evaluation(args, generator, model):
         "batch_size": args.batch_size,
         "inference_time_per_image": float(sum(inference_times) / max(len(inference_times), 1)),
         # with several calls at once a call takes longer than its images' share of the wall clock
-        "model_calls_at_once": int(getattr(model, "model_calls", 1)),
-        "images_per_second": float(generator.size() / seconds) if seconds > 0 else None,
+        "model_calls_at_once": int(getattr(model, "model_calls", 1)),  # the tool's model is a Detector
+        # the whole pass: reading, the first call's tracing, --save-path's drawings included
+        "images_per_second": float(detected / seconds) if seconds > 0 else None,
     }
     spec = getattr(model, "spec", None)
     if spec is not None:
@@ -326,7 +329,7 @@ def format_report(report):
     lines.append(f"Inference time for {report['images']} images: {report['inference_time_per_image']:.4f} s per image "
                  f"(batch size {report['batch_size']}, {report['model_calls_at_once']} model call(s) at once)")
     if report.get("images_per_second"):
-        lines.append(f"Whole detection pass (reading the images included): {report['images_per_second']:.1f} images/s")
+        lines.append(f"Whole detection pass (reading, tracing and any drawing included): {report['images_per_second']:.1f} images/s")
     return "\n".join(lines)
 
 

@@ -13,8 +13,8 @@ class GroupNormalization(keras.layers.GroupNormalization):
     group's mean is the mean of its channels' means (every channel has as many values),
     and both the centring and the scaling broadcast a (B, 1, 1, C) tensor, as
     BatchNormalization does. The variance is the mean of the squared centred values (two
-    passes, as ``ops.moments``), not E[x^2] - E[x]^2. Statistics in float32 whatever the
-    compute dtype. Any ``axis`` other than the last falls back to Keras' computation.
+    passes, as ``ops.moments``), not E[x^2] - E[x]^2. Statistics in float32 for float16,
+    bfloat16 and float32 inputs, in float64 for float64 ones (as Keras' layer). Any ``axis`` other than the last falls back to Keras' computation.
 
     Input and output: (B, ..., C) with C divisible by ``groups``; the statistics are per
     image and group, over every axis but the batch's and the channels'.
@@ -27,7 +27,8 @@ class GroupNormalization(keras.layers.GroupNormalization):
         channels = int(inputs.shape[-1])
         spatial = tuple(range(1, rank - 1))
         broadcast = (-1,) + (1,) * len(spatial) + (channels,)
-        values = ops.cast(inputs, "float32")
+        statistics = keras.backend.result_type(inputs.dtype, "float32")
+        values = ops.cast(inputs, statistics)
 
         def group_means(per_channel):  # (B, C) -> (B, 1, ..., 1, C): each channel its group's mean
             grouped = ops.reshape(per_channel, (-1, self.groups, channels // self.groups))
@@ -37,10 +38,10 @@ class GroupNormalization(keras.layers.GroupNormalization):
         centred = values - group_means(ops.mean(values, axis=spatial))
         scale = ops.rsqrt(group_means(ops.mean(ops.square(centred), axis=spatial)) + self.epsilon)
         if self.scale:  # (C,) broadcasts against (B, 1, ..., 1, C)
-            scale = scale * ops.cast(self.gamma, "float32")
+            scale = scale * ops.cast(self.gamma, statistics)
         outputs = centred * scale
         if self.center:
-            outputs = outputs + ops.cast(self.beta, "float32")
+            outputs = outputs + ops.cast(self.beta, statistics)
         return ops.cast(outputs, self.compute_dtype)
 
 

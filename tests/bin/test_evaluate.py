@@ -8,6 +8,7 @@ import pytest
 
 from keras_retinanet.bin import evaluate as tool
 from keras_retinanet.inference import Detector, KerasRunner
+from keras_retinanet.utils import threads
 from keras_retinanet.utils.coco_eval import COCO_METRIC_NAMES
 
 # ---------------------------------------------------------------- parsing
@@ -249,14 +250,13 @@ def test_batch_size_does_not_change_the_figures(shapes_dataset, snapshots, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(threads.usable_cores() > threads.MAX_CORES, reason="the rule keeps TensorFlow's defaults here")
 def test_the_tool_runs_two_model_calls_at_once_in_a_fresh_process_with_the_same_figures(shapes_dataset, snapshots, tmp_path, capsys):
     """A MobileNet at 128 px gets whole ops and several calls at once (``utils.threads``), which
     only a fresh process can set; this pytest process has run TensorFlow ops, so it keeps one."""
     import os
     import subprocess
     import sys
-
-    from keras_retinanet.utils import threads
 
     fresh, here = tmp_path / "fresh.json", tmp_path / "here.json"
     assert tool.main(_csv_command(shapes_dataset, snapshots["inference"], "--json", str(here))) == 0
@@ -267,13 +267,21 @@ def test_the_tool_runs_two_model_calls_at_once_in_a_fresh_process_with_the_same_
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert completed.returncode == 0, completed.stderr[-2000:]
     cores = threads.usable_cores()
-    expected_calls = cores if cores <= threads.MAX_CORES else 1
-    assert f"{expected_calls} model call(s) at once" in completed.stdout
-    assert re.search(r"Whole detection pass \(reading the images included\): [0-9.]+ images/s", completed.stdout)
+    assert f"{cores} model call(s) at once" in completed.stdout
+    assert re.search(r"Whole detection pass \(reading, tracing and any drawing included\): [0-9.]+ images/s",
+                     completed.stdout)  # fmt: skip
     reports = json.loads(fresh.read_text()), json.loads(here.read_text())
-    assert [report["model_calls_at_once"] for report in reports] == [expected_calls, 1]
+    # here: whatever this process's first TensorFlow use settled (usually TensorFlow's threads, 1 call)
+    assert [report["model_calls_at_once"] for report in reports] == [cores, threads.model_calls_at_once()]
     assert reports[0]["images_per_second"] > 0
-    assert reports[0]["voc"] == reports[1]["voc"]  # the same detections, in whatever order the calls end
+    # the same detections, in whatever order the calls end (different thread counts: rounding at most)
+    for fresh_class, here_class in zip(reports[0]["voc"]["classes"], reports[1]["voc"]["classes"], strict=True):
+        assert fresh_class["instances"] == here_class["instances"]
+        assert (fresh_class["ap"] is None) == (here_class["ap"] is None)
+        assert fresh_class["ap"] is None or fresh_class["ap"] == pytest.approx(here_class["ap"], abs=1e-4)
+    # (this few-step model scores 0; that calls at once give the same detections, box by box,
+    # is tests/utils/test_eval.py's test_get_detections_with_several_model_calls_at_once)
+    assert reports[0]["voc"]["mAP"] == pytest.approx(reports[1]["voc"]["mAP"], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -67,6 +67,19 @@ def test_float16_compute_keeps_float32_statistics():
     assert 0.8 < float(np.std(np.asarray(outputs, dtype="float32"))) < 1.2
 
 
+def test_a_float64_layer_computes_in_float64_as_keras_does():
+    rng = np.random.default_rng(3)
+    reference = keras.layers.GroupNormalization(groups=4, dtype="float64")
+    ours = GroupNormalization(groups=4, dtype="float64")
+    for layer in (reference, ours):
+        layer.build((2, 5, 6, 16))
+    ours.set_weights(reference.get_weights())
+    values = rng.normal(1e3, 1e-3, (2, 5, 6, 16))  # float32 statistics lose these digits
+    got = np.asarray(ours(values))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, np.asarray(reference(values)), atol=1e-9)
+
+
 def test_the_backbone_layer_takes_batch_normalization_call_arguments_and_round_trips(tmp_path):
     inputs = keras.Input((6, 6, 8))
     outputs = BackboneGroupNormalization(groups=4, name="bn_gn")(inputs, training=True)

@@ -14,7 +14,8 @@ import argparse
 import os
 import statistics
 import sys
-import time
+
+from _timing import interleaved_seconds
 
 # (B, H, W, C), groups: a 400 px MobileNet backbone's early and late maps, the heads at P3
 SHAPES = (
@@ -76,12 +77,10 @@ def main(args=None):
             for run in runs.values():  # tracing and warm-up
                 run(values)
                 run(values)
-            times = {"ours": [], "keras": []}
-            for round_index in range(args.runs):
-                for name in ("ours", "keras") if round_index % 2 == 0 else ("keras", "ours"):
-                    start = time.perf_counter()
-                    tf.nest.map_structure(lambda t: t.numpy(), runs[name](values))
-                    times[name].append(time.perf_counter() - start)
+            def fetched(run):  # the outputs to numpy: the call has finished
+                return lambda: tf.nest.map_structure(lambda t: t.numpy(), run(values))
+
+            times = interleaved_seconds({name: fetched(run) for name, run in runs.items()}, args.runs)
             ours_ms, keras_ms = (1000 * statistics.median(times[name]) for name in ("ours", "keras"))
             rows.append((shape, groups, mode, ours_ms, keras_ms, difference))
         print(f"  {shape} groups {groups}: done", flush=True)

@@ -21,7 +21,8 @@ import os
 import statistics
 import sys
 import tempfile
-import time
+
+from _timing import interleaved_seconds
 
 NUM_THREADS = 2
 
@@ -111,17 +112,9 @@ def main(args=None):
         for run in (run_keras, run_tflite):  # warm-up: tracing, XNNPACK weight packing
             run()
             run()
-        keras_times, tflite_times, ratios = [], [], []
-        for round_index in range(args.runs):
-            pair = (run_keras, run_tflite) if round_index % 2 == 0 else (run_tflite, run_keras)
-            elapsed = {}
-            for run in pair:
-                start = time.perf_counter()
-                run()
-                elapsed[run] = time.perf_counter() - start
-            keras_times.append(elapsed[run_keras])
-            tflite_times.append(elapsed[run_tflite])
-            ratios.append(elapsed[run_tflite] / elapsed[run_keras])
+        seconds = interleaved_seconds({"keras": run_keras, "tflite": run_tflite}, args.runs)
+        keras_times, tflite_times = seconds["keras"], seconds["tflite"]
+        ratios = [tflite / keras for tflite, keras in zip(tflite_times, keras_times)]
         expected = call(tensor).numpy()
         # relative to the outputs' scale: the two runtimes sum in different orders
         check = float(np.max(np.abs(expected - interpreter.get_tensor(output_index))) / np.max(np.abs(expected)))

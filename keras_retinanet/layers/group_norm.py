@@ -14,7 +14,8 @@ class GroupNormalization(keras.layers.GroupNormalization):
     and both the centring and the scaling broadcast a (B, 1, 1, C) tensor, as
     BatchNormalization does. The variance is the mean of the squared centred values (two
     passes, as ``ops.moments``), not E[x^2] - E[x]^2. Statistics in float32 for float16,
-    bfloat16 and float32 inputs, in float64 for float64 ones (as Keras' layer). Any ``axis`` other than the last falls back to Keras' computation.
+    bfloat16 and float32 inputs, in float64 for float64 ones (as Keras' layer). Any
+    ``axis`` other than the last falls back to Keras' computation.
 
     Input and output: (B, ..., C) with C divisible by ``groups``; the statistics are per
     image and group, over every axis but the batch's and the channels'.
